@@ -1,0 +1,44 @@
+# Everything a fresh machine needs is installed by these targets (into .venv).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+DEMO_STORE ?= .conveyor
+
+.PHONY: install demo test lint typecheck unit crds bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: install, then run the breast-cancer pipeline twice (the second from cache)
+demo: install
+	$(BIN)/conveyor run examples/breast-cancer/pipeline.yaml --store $(DEMO_STORE)
+	@echo "--- the same run again: every stage from cache"
+	$(BIN)/conveyor run examples/breast-cancer/pipeline.yaml --store $(DEMO_STORE)
+
+## test: install, lint, type-check, import contracts, then the test suite
+test: install lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(PY) -m conveyor crds --output $(VENV)/crds-check >/dev/null
+	diff -r crds $(VENV)/crds-check || (echo "crds/ is stale: run 'make crds'" && exit 1)
+
+crds: install
+	$(PY) -m conveyor crds --output crds
+
+bench: install
+	$(PY) bench/local_overhead.py
+
+clean:
+	rm -rf $(VENV) .conveyor

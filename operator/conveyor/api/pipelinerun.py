@@ -1,0 +1,136 @@
+"""The PipelineRun resource: one execution of a Pipeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from conveyor.api.common import Condition, Dns1123Label, Model, ObjectMeta, Status
+from conveyor.api.pipeline import PipelineSpec
+
+# Every spec field but `cancelled` is immutable; the rule is generated from this list so
+# that adding a field cannot silently make it mutable.
+IMMUTABLE_RUN_FIELDS = ("pipelineRef", "pipelineSpec", "params", "resumeFrom", "timeoutSeconds")
+
+
+def _immutable_rule(fields: tuple[str, ...]) -> str:
+    parts = [
+        f"(has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f}))"
+        for f in fields
+    ]
+    return " && ".join(parts)
+
+
+class PipelineRef(Model):
+    name: Dns1123Label
+
+
+class ResumeFrom(Model):
+    run: Dns1123Label = Field(description="Earlier run whose successful stages are reused.")
+
+
+class PipelineRunSpec(Model):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": _immutable_rule(IMMUTABLE_RUN_FIELDS),
+                    "message": "a PipelineRun's spec is immutable except `cancelled`; "
+                    "create a new run (use resumeFrom to reuse this one's stages)",
+                },
+                {
+                    "rule": "has(self.pipelineRef) != has(self.pipelineSpec)",
+                    "message": "set exactly one of pipelineRef or pipelineSpec",
+                },
+            ]
+        },
+    )
+
+    pipeline_ref: PipelineRef | None = None
+    pipeline_spec: PipelineSpec | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    resume_from: ResumeFrom | None = None
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Whole-run limit.")
+    cancelled: bool = Field(default=False, description="Set true to cancel the run.")
+
+    @model_validator(mode="after")
+    def _one_pipeline(self) -> PipelineRunSpec:
+        if (self.pipeline_ref is None) == (self.pipeline_spec is None):
+            raise ValueError("set exactly one of `pipelineRef` or `pipelineSpec`")
+        return self
+
+
+class RunPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class StagePhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    CANCELLED = "Cancelled"
+
+
+FINISHED_STAGE_PHASES = frozenset(
+    {StagePhase.SUCCEEDED, StagePhase.FAILED, StagePhase.SKIPPED, StagePhase.CANCELLED}
+)
+FINISHED_RUN_PHASES = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
+
+
+class StageStatus(Status):
+    name: str
+    phase: StagePhase
+    attempts: int = 0
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    message: str = ""
+    outputs: dict[str, str] = Field(default_factory=dict, description="Output name -> URI.")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    cache_hit: bool = False
+    cache_key: str | None = None
+
+
+class ModelRecord(Status):
+    uri: str
+    sha256: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    promoted: bool = False
+    decision: str = Field(default="", description="Why the gate passed or rejected it.")
+
+
+class PipelineRunStatus(Status):
+    observed_generation: int | None = None
+    phase: RunPhase = RunPhase.PENDING
+    conditions: list[Condition] = Field(default_factory=list)
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    current_stage: str | None = None
+    stages: list[StageStatus] = Field(default_factory=list)
+    model: ModelRecord | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    run_record: str | None = Field(default=None, description="URI of the run's lineage record.")
+
+
+class PipelineRun(Model):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True
+    )
+
+    api_version: str = "conveyor.dev/v1alpha1"
+    kind: Literal["PipelineRun"] = "PipelineRun"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: PipelineRunSpec
+    status: PipelineRunStatus | None = None

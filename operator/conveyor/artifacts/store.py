@@ -1,0 +1,256 @@
+"""Artifact stores: a local folder and S3 (or MinIO), behind one small interface.
+
+Keys are '/'-separated paths relative to the store's root; every artifact is addressed by a
+URI (`file:///…` or `s3://bucket/…`). Writes are atomic per object: a local file is written
+to a temporary name and renamed, an S3 object appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from conveyor.engine.invocation import ArtifactRef
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Store(ABC):
+    root: str
+
+    def uri(self, key: str) -> str:
+        return f"{self.root.rstrip('/')}/{key.lstrip('/')}"
+
+    def key(self, uri: str) -> str:
+        prefix = self.root.rstrip("/") + "/"
+        if not uri.startswith(prefix):
+            raise StoreError(f"{uri} is not inside the store {self.root}")
+        return uri[len(prefix) :]
+
+    @abstractmethod
+    def write_file(self, key: str, path: Path, media_type: str) -> ArtifactRef: ...
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys under a prefix, sorted."""
+
+    @abstractmethod
+    def local_path(self, key: str, workdir: Path) -> Path:
+        """A local file with the object's content (the file itself for a local store)."""
+
+    @abstractmethod
+    def verify(self, ref: ArtifactRef) -> bool:
+        """True when the artifact exists and its recorded digest still matches."""
+
+    def write_bytes(self, key: str, data: bytes, media_type: str) -> ArtifactRef:
+        with tempfile.NamedTemporaryFile(delete=False) as tmp:
+            tmp.write(data)
+        try:
+            return self.write_file(key, Path(tmp.name), media_type)
+        finally:
+            os.unlink(tmp.name)
+
+
+class LocalStore(Store):
+    def __init__(self, root: Path) -> None:
+        self.path = root.resolve()
+        self.root = self.path.as_uri()
+
+    def _file(self, key: str) -> Path:
+        target = (self.path / key).resolve()
+        if self.path not in target.parents and target != self.path:
+            raise StoreError(f"key {key!r} escapes the store")
+        return target
+
+    def write_file(self, key: str, path: Path, media_type: str) -> ArtifactRef:
+        target = self._file(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+                shutil.copyfileobj(src, out, CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = sha256_file(Path(tmp))
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return ArtifactRef(
+            uri=self.uri(key), sha256=digest, bytes=target.stat().st_size, media_type=media_type
+        )
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._file(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"{self.uri(key)} does not exist") from None
+
+    def exists(self, key: str) -> bool:
+        return self._file(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._file(prefix) if prefix else self.path
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.path).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def local_path(self, key: str, workdir: Path) -> Path:
+        path = self._file(key)
+        if not path.is_file():
+            raise StoreError(f"{self.uri(key)} does not exist")
+        return path
+
+    def verify(self, ref: ArtifactRef) -> bool:
+        try:
+            path = self._file(self.key(ref.uri))
+        except StoreError:
+            return False
+        return (
+            path.is_file() and path.stat().st_size == ref.bytes and sha256_file(path) == ref.sha256
+        )
+
+
+class S3Store(Store):
+    """S3 or any S3-compatible store (MinIO). Credentials come from the environment
+    (a Secret mounted with envFrom in a pod), never from the resource."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        client: Any = None,
+        endpoint: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.root = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self.client = client if client is not None else make_s3_client(endpoint, region)
+
+    def _object(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def write_file(self, key: str, path: Path, media_type: str) -> ArtifactRef:
+        from boto3.s3.transfer import TransferConfig
+
+        digest = sha256_file(path)
+        self.client.upload_file(
+            str(path),
+            self.bucket,
+            self._object(key),
+            ExtraArgs={"ContentType": media_type, "Metadata": {"sha256": digest}},
+            Config=TransferConfig(multipart_threshold=16 * CHUNK, multipart_chunksize=16 * CHUNK),
+        )
+        return ArtifactRef(
+            uri=self.uri(key), sha256=digest, bytes=path.stat().st_size, media_type=media_type
+        )
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._object(key))
+        except self.client.exceptions.NoSuchKey:
+            raise StoreError(f"{self.uri(key)} does not exist") from None
+        data: bytes = obj["Body"].read()
+        return data
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head: dict[str, Any] = self.client.head_object(
+                Bucket=self.bucket, Key=self._object(key)
+            )
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return head
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        start = len(self.prefix) + 1 if self.prefix else 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._object(prefix)):
+            keys += [o["Key"][start:] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def local_path(self, key: str, workdir: Path) -> Path:
+        target = workdir / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not self.exists(key):
+            raise StoreError(f"{self.uri(key)} does not exist")
+        self.client.download_file(self.bucket, self._object(key), str(target))
+        return target
+
+    def verify(self, ref: ArtifactRef) -> bool:
+        try:
+            head = self._head(self.key(ref.uri))
+        except StoreError:
+            return False
+        return (
+            head is not None
+            and head.get("ContentLength") == ref.bytes
+            and head.get("Metadata", {}).get("sha256") == ref.sha256
+        )
+
+
+def make_s3_client(endpoint: str | None = None, region: str | None = None) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=10,
+        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": 5},
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint or os.environ.get("CONVEYOR_S3_ENDPOINT"),
+        region_name=region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=config,
+    )
+
+
+def open_store(root: str) -> Store:
+    """A store from its root URI: a folder path, `file://…` or `s3://bucket/prefix`."""
+    parsed = urlparse(root)
+    if parsed.scheme == "s3":
+        return S3Store(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return LocalStore(Path(parsed.path))
+    if parsed.scheme == "":
+        return LocalStore(Path(root))
+    raise StoreError(f"unsupported store {root!r}: use a folder path or s3://bucket/prefix")

@@ -1,0 +1,71 @@
+"""The stage invocation: the one serializable value every executor turns into a process."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_VAR = "CONVEYOR_INVOCATION"
+
+
+class ArtifactRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str
+    sha256: str
+    bytes: int
+    media_type: str = "application/octet-stream"
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageInvocation(BaseModel):
+    """What a stage needs to run, wherever it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str
+    pipeline: str
+    run: str
+    stage: str
+    uses: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    inputs: dict[str, dict[str, ArtifactRef]] = Field(
+        default_factory=dict, description="Upstream stage -> its outputs."
+    )
+    store: str = Field(description="Root URI of the artifact store.")
+    output_prefix: str = Field(description="URI under which this stage writes its outputs.")
+    cache_key: str = ""
+    version: str = ""
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StageInvocation:
+        env = os.environ if environ is None else environ
+        if ENV_VAR not in env:
+            raise KeyError(f"{ENV_VAR} is not set: `conveyor stage` runs inside an executor")
+        return cls.model_validate(json.loads(env[ENV_VAR]))
+
+    def find_input(self, name: str) -> ArtifactRef:
+        """The upstream output called `name`; an error if none or several differ."""
+        found = {
+            ref.uri: ref for outs in self.inputs.values() for n, ref in outs.items() if n == name
+        }
+        if not found:
+            have = sorted({n for outs in self.inputs.values() for n in outs})
+            raise LookupError(
+                f"stage {self.stage!r} needs an input {name!r} from a stage it depends on; "
+                f"its dependencies provide: {', '.join(have) or 'nothing'}"
+            )
+        if len(found) > 1:
+            raise LookupError(f"input {name!r} is ambiguous: provided by several dependencies")
+        return next(iter(found.values()))
+
+    def has_input(self, name: str) -> bool:
+        return any(name in outs for outs in self.inputs.values())

@@ -1,0 +1,177 @@
+"""The run planner: (pipeline, observed stage states, now) -> (actions, new status). Pure.
+
+Both executors call it after every observation; it never remembers anything, so running it
+again on the same facts gives the same answer (level-triggered, idempotent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from conveyor.api.common import Condition, Reason
+from conveyor.api.pipeline import PipelineSpec
+from conveyor.api.pipelinerun import (
+    PipelineRunStatus,
+    RunPhase,
+    StagePhase,
+    StageStatus,
+)
+from conveyor.engine.conditions import set_condition
+from conveyor.engine.dag import ancestors
+
+SUCCEEDED = "Succeeded"
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the executor observed about the run as a whole."""
+
+    stages: dict[str, StageStatus]
+    now: datetime
+    start_time: datetime | None = None
+    cancelled: bool = False
+    timeout_seconds: int | None = None
+    generation: int | None = None
+
+
+@dataclass
+class RunPlan:
+    start: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
+    status: PipelineRunStatus = field(default_factory=PipelineRunStatus)
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status.phase in {RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED}
+
+
+def plan_run(
+    spec: PipelineSpec, facts: RunFacts, previous: PipelineRunStatus | None = None
+) -> RunPlan:
+    edges = {s.name: list(s.depends_on) for s in spec.stages}
+    stages = {
+        s.name: facts.stages.get(s.name) or StageStatus(name=s.name, phase=StagePhase.PENDING)
+        for s in spec.stages
+    }
+    running = [n for n, s in stages.items() if s.phase == StagePhase.RUNNING]
+    failed = [n for n, s in stages.items() if s.phase == StagePhase.FAILED]
+    timed_out = _timed_out(facts)
+    plan = RunPlan()
+
+    if facts.cancelled or timed_out:
+        plan.stop = running
+        ending = StagePhase.CANCELLED
+        for name, st in stages.items():
+            if st.phase in (StagePhase.PENDING, StagePhase.RUNNING):
+                stages[name] = st.model_copy(update={"phase": ending, "finish_time": facts.now})
+        if timed_out:
+            phase, reason = RunPhase.FAILED, Reason.TIMED_OUT
+            message = f"the run exceeded its timeout of {facts.timeout_seconds}s"
+        else:
+            phase, reason, message = RunPhase.CANCELLED, Reason.CANCELLED, "the run was cancelled"
+        return _finish(plan, spec, stages, facts, previous, phase, reason, message)
+
+    for name, st in stages.items():
+        if st.phase != StagePhase.PENDING:
+            continue
+        upstream = ancestors(edges, name)
+        if any(
+            stages[d].phase in (StagePhase.FAILED, StagePhase.SKIPPED, StagePhase.CANCELLED)
+            for d in upstream
+        ):
+            stages[name] = st.model_copy(
+                update={"phase": StagePhase.SKIPPED, "message": "an upstream stage did not succeed"}
+            )
+        elif not failed and all(stages[d].phase == StagePhase.SUCCEEDED for d in edges[name]):
+            plan.start.append(name)
+
+    if failed and not running:
+        first = failed[0]
+        message = f"stage {first!r} failed: {stages[first].message or 'no message'}"
+        return _finish(
+            plan, spec, stages, facts, previous, RunPhase.FAILED, Reason.STAGE_FAILED, message
+        )
+    if all(s.phase == StagePhase.SUCCEEDED for s in stages.values()):
+        return _finish(
+            plan,
+            spec,
+            stages,
+            facts,
+            previous,
+            RunPhase.SUCCEEDED,
+            Reason.SUCCEEDED,
+            f"all {len(stages)} stages succeeded",
+        )
+
+    active = running + plan.start
+    status = _status(spec, stages, facts, previous, RunPhase.RUNNING)
+    status.current_stage = ",".join(active) or None
+    cond = Condition(
+        type=SUCCEEDED,
+        status="Unknown",
+        reason=Reason.RUNNING,
+        message=f"running: {', '.join(active)}" if active else "waiting",
+        observed_generation=facts.generation,
+    )
+    status.conditions = set_condition(status.conditions, cond, facts.now)
+    plan.status = status
+    if previous is None or previous.phase != RunPhase.RUNNING:
+        plan.events.append((Reason.RUNNING, "the run started"))
+    return plan
+
+
+def _timed_out(facts: RunFacts) -> bool:
+    if facts.timeout_seconds is None or facts.start_time is None:
+        return False
+    return facts.now - facts.start_time > timedelta(seconds=facts.timeout_seconds)
+
+
+def _status(
+    spec: PipelineSpec,
+    stages: dict[str, StageStatus],
+    facts: RunFacts,
+    previous: PipelineRunStatus | None,
+    phase: RunPhase,
+) -> PipelineRunStatus:
+    base = previous.model_copy(deep=True) if previous else PipelineRunStatus()
+    base.phase = phase
+    base.observed_generation = facts.generation
+    base.start_time = base.start_time or facts.start_time or facts.now
+    base.stages = [stages[s.name] for s in spec.stages]
+    return base
+
+
+def _finish(
+    plan: RunPlan,
+    spec: PipelineSpec,
+    stages: dict[str, StageStatus],
+    facts: RunFacts,
+    previous: PipelineRunStatus | None,
+    phase: RunPhase,
+    reason: Reason,
+    message: str,
+) -> RunPlan:
+    plan.start = []
+    if phase == RunPhase.FAILED:
+        for name, st in stages.items():
+            if st.phase == StagePhase.PENDING:
+                stages[name] = st.model_copy(
+                    update={"phase": StagePhase.SKIPPED, "message": "not run: the run failed"}
+                )
+    status = _status(spec, stages, facts, previous, phase)
+    status.current_stage = None
+    status.completion_time = status.completion_time or facts.now
+    cond = Condition(
+        type=SUCCEEDED,
+        status="True" if phase == RunPhase.SUCCEEDED else "False",
+        reason=reason,
+        message=message,
+        observed_generation=facts.generation,
+    )
+    status.conditions = set_condition(status.conditions, cond, facts.now)
+    plan.status = status
+    if previous is None or previous.phase != phase:
+        plan.events.append((reason, message))
+    return plan

@@ -1,0 +1,60 @@
+"""The live table of stages while a local run goes, and the summary after it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from conveyor.api.pipelinerun import StageStatus
+from conveyor.artifacts.layout import RunRecord
+
+STYLE = {
+    "Succeeded": "green",
+    "Failed": "red",
+    "Running": "yellow",
+    "Skipped": "dim",
+    "Cancelled": "magenta",
+    "Pending": "dim",
+}
+
+
+def _duration(st: StageStatus) -> str:
+    if st.start_time is None:
+        return ""
+    end = st.finish_time or datetime.now(UTC)
+    return f"{(end - st.start_time).total_seconds():.1f}s"
+
+
+def stage_table(stages: list[StageStatus], title: str) -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    for col in ("stage", "phase", "time", "note"):
+        table.add_column(col)
+    for st in stages:
+        note = "cache hit" if st.cache_hit else st.message.splitlines()[0] if st.message else ""
+        if st.attempts > 1:
+            note = f"attempt {st.attempts}; {note}"
+        table.add_row(
+            st.name, f"[{STYLE.get(st.phase, '')}]{st.phase}[/]", _duration(st), note[:80]
+        )
+    return table
+
+
+def print_summary(console: Console, record: RunRecord) -> None:
+    console.print(stage_table(record.stages, f"run {record.run}: {record.phase}"))
+    total = ((record.completion_time or datetime.now(UTC)) - record.start_time).total_seconds()
+    hits = sum(1 for s in record.stages if s.cache_hit)
+    console.print(f"took {total:.2f}s; {hits}/{len(record.stages)} stages from cache")
+    if record.phase != "Succeeded":
+        console.print(f"[red]{record.message}[/]")
+        for st in record.stages:
+            if st.phase == "Failed":
+                console.print(f"[red]stage {st.name} failed:[/]\n{st.message}")
+    if record.model is not None:
+        m = record.model
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.metrics.items()))
+        verdict = "[green]promoted[/]" if m.promoted else "[yellow]not promoted[/]"
+        console.print(
+            f"model: {m.uri}\n  sha256 {m.sha256}\n  {metrics}\n  gate: {m.decision} -> {verdict}"
+        )

@@ -1,0 +1,1 @@
+"""Built-in stage implementations; each runs in its own process from a stage invocation."""

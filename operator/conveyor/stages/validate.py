@@ -1,0 +1,124 @@
+"""validate: enforce data expectations; infer them on the first run when none are given."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from conveyor.api.stages import ColumnExpectation, Expectations, ValidateOptions
+from conveyor.artifacts.store import StoreError
+from conveyor.stages.context import StageContext, StageError
+from conveyor.stages.tables import read_table
+
+MAX_INFERRED_CATEGORIES = 50
+
+
+def dtype_of(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "integer"
+    if pd.api.types.is_float_dtype(series):
+        return "float"
+    return "string"
+
+
+def _dtype_ok(expected: str, actual: str) -> bool:
+    if expected == "numeric":
+        return actual in ("integer", "float")
+    if expected == "float":
+        return actual in ("integer", "float")
+    return expected == actual
+
+
+def infer(df: pd.DataFrame) -> Expectations:
+    columns = {}
+    for name in df.columns:
+        series = df[name]
+        kind = dtype_of(series)
+        nulls = float(series.isna().mean())
+        allowed = None
+        if kind in ("string", "bool"):
+            values = series.dropna().unique()
+            if len(values) <= MAX_INFERRED_CATEGORIES:
+                allowed = sorted(str(v) if kind == "string" else bool(v) for v in values)
+        columns[str(name)] = ColumnExpectation(
+            dtype="numeric" if kind in ("integer", "float") else kind,
+            max_null_fraction=min(1.0, round(nulls * 1.5 + 0.01, 4)) if nulls else 0.0,
+            allowed=allowed,
+        )
+    return Expectations(min_rows=1, columns=columns)
+
+
+def check(df: pd.DataFrame, exp: Expectations) -> list[str]:
+    """Human-readable violations; empty when the data meets every expectation."""
+    problems = []
+    if exp.min_rows is not None and len(df) < exp.min_rows:
+        problems.append(f"{len(df)} rows, expected at least {exp.min_rows}")
+    for name, col in exp.columns.items():
+        if name not in df.columns:
+            if col.required:
+                problems.append(f"column {name!r} is missing")
+            continue
+        series = df[name]
+        actual = dtype_of(series)
+        if col.dtype and not _dtype_ok(col.dtype, actual):
+            problems.append(f"column {name!r} has type {actual}, expected {col.dtype}")
+            continue
+        nulls = float(series.isna().mean())
+        if col.max_null_fraction is not None and nulls > col.max_null_fraction:
+            problems.append(
+                f"column {name!r} is {nulls:.1%} null, allowed {col.max_null_fraction:.1%}"
+            )
+        values = series.dropna()
+        if col.min is not None and actual in ("integer", "float") and (values < col.min).any():
+            problems.append(
+                f"column {name!r}: {(values < col.min).sum()} values below min "
+                f"{col.min} (lowest {values.min()})"
+            )
+        if col.max is not None and actual in ("integer", "float") and (values > col.max).any():
+            problems.append(
+                f"column {name!r}: {(values > col.max).sum()} values above max "
+                f"{col.max} (highest {values.max()})"
+            )
+        if col.allowed is not None:
+            allowed = {str(a) for a in col.allowed}
+            unknown = sorted({str(v) for v in values.unique()} - allowed)
+            if unknown:
+                problems.append(
+                    f"column {name!r} has categories outside the allowed set: "
+                    + ", ".join(unknown[:10])
+                )
+    return problems
+
+
+def run(ctx: StageContext) -> None:
+    opts = ValidateOptions.model_validate(ctx.options)
+    df = read_table(ctx.input_path("data"))
+    source = "given"
+    exp = opts.expectations
+    if exp is None and opts.infer:
+        key = ctx.pipeline_key(f"expectations/{ctx.inv.stage}.json")
+        try:
+            exp = Expectations.model_validate(json.loads(ctx.store.read_bytes(key)))
+            source = "inferred earlier"
+        except StoreError:
+            exp = infer(df)
+            ctx.store.write_bytes(
+                key, exp.model_dump_json(indent=2, by_alias=True).encode(), "application/json"
+            )
+            source = "inferred now"
+    exp = exp or Expectations()
+    problems = check(df, exp)
+    ctx.metric("rows", len(df))
+    ctx.metric("violations", len(problems))
+    report = {"expectations": source, "rows": len(df), "violations": problems}
+    if problems:
+        raise StageError(
+            f"data validation failed ({len(problems)} violation(s), expectations "
+            f"{source}):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    ctx.write_json("report", report)
+    ctx.write_json("expectations", exp.model_dump(mode="json", by_alias=True, exclude_none=True))
+    ctx.passthrough("data")
