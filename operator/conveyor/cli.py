@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             resume_from=args.resume_from
             or (run.spec.resume_from.run if run and run.spec.resume_from else None),
             timeout_seconds=run.spec.timeout_seconds if run else None,
+            base_dir=Path(args.file).resolve().parent,
         )
     except InvalidResource as err:
         raise CliError("\n".join(str(p) for p in err.problems)) from None

@@ -66,12 +66,18 @@ class LocalRun:
     resume_from: str | None = None
     timeout_seconds: int | None = None
     on_change: Callable[[RunPlan], None] = lambda plan: None
+    base_dir: Path | None = None  # relative ingest sources are read from here
 
     def __post_init__(self) -> None:
         self.run = self.run or new_run_name(self.pipeline)
         self.version = runtime_version()
         self.resolved = resolve_params(self.spec, self.params)
         self.options = resolve_options(self.spec, self.resolved)
+        for stage in self.spec.stages:
+            source = self.options[stage.name].get("source")
+            if stage.uses == "ingest" and isinstance(source, str) and self.base_dir:
+                if "://" not in source and not Path(source).is_absolute():
+                    self.options[stage.name]["source"] = str((self.base_dir / source).resolve())
         self.stages: dict[str, StageStatus] = {}
         self.results: dict[str, StageResult] = {}
         self.active: dict[str, _Active] = {}

@@ -105,9 +105,8 @@ def run(ctx: StageContext) -> None:
             source = "inferred earlier"
         except StoreError:
             exp = infer(df)
-            ctx.store.write_bytes(
-                key, exp.model_dump_json(indent=2, by_alias=True).encode(), "application/json"
-            )
+            text = exp.model_dump_json(indent=2, by_alias=True, exclude_none=True)
+            ctx.store.write_bytes(key, text.encode(), "application/json")
             source = "inferred now"
     exp = exp or Expectations()
     problems = check(df, exp)

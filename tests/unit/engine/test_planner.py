@@ -1,0 +1,192 @@
+"""Table-driven tests of every planner branch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conveyor.api.pipeline import PipelineSpec
+from conveyor.api.pipelinerun import PipelineRunStatus, StageStatus
+from conveyor.engine.planner import RunFacts, plan_run
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+# a -> b -> d, a -> c -> d, and e independent
+SPEC = PipelineSpec.model_validate(
+    {
+        "stages": [
+            {"name": "a", "image": "x"},
+            {"name": "b", "image": "x", "dependsOn": ["a"]},
+            {"name": "c", "image": "x", "dependsOn": ["a"]},
+            {"name": "d", "image": "x", "dependsOn": ["b", "c"]},
+            {"name": "e", "image": "x"},
+        ]
+    }
+)
+
+
+def st(name: str, phase: str, message: str = "") -> StageStatus:
+    return StageStatus(name=name, phase=phase, message=message)
+
+
+def observed(**phases: str) -> dict[str, StageStatus]:
+    return {name: st(name, phase) for name, phase in phases.items()}
+
+
+CASES = [
+    # (id, observed, cancelled, now offset s, start, run phase, reason, stop)
+    ("fresh run starts roots", {}, False, 0, ["a", "e"], "Running", "Running", []),
+    (
+        "fan out after root",
+        observed(a="Succeeded", e="Running"),
+        False,
+        0,
+        ["b", "c"],
+        "Running",
+        "Running",
+        [],
+    ),
+    (
+        "join waits for both",
+        observed(a="Succeeded", b="Succeeded", c="Running", e="Succeeded"),
+        False,
+        0,
+        [],
+        "Running",
+        "Running",
+        [],
+    ),
+    (
+        "join starts when both done",
+        observed(a="Succeeded", b="Succeeded", c="Succeeded", e="Succeeded"),
+        False,
+        0,
+        ["d"],
+        "Running",
+        "Running",
+        [],
+    ),
+    (
+        "all done",
+        observed(a="Succeeded", b="Succeeded", c="Succeeded", d="Succeeded", e="Succeeded"),
+        False,
+        0,
+        [],
+        "Succeeded",
+        "Succeeded",
+        [],
+    ),
+    (
+        "failure waits for running stages",
+        observed(a="Succeeded", b="Failed", c="Running", e="Running"),
+        False,
+        0,
+        [],
+        "Running",
+        "Running",
+        [],
+    ),
+    (
+        "failure ends the run",
+        observed(a="Failed", e="Succeeded"),
+        False,
+        0,
+        [],
+        "Failed",
+        "StageFailed",
+        [],
+    ),
+    (
+        "failure starts nothing new",
+        observed(a="Succeeded", b="Failed", c="Running"),
+        False,
+        0,
+        [],
+        "Running",
+        "Running",
+        [],
+    ),
+    (
+        "cancel stops running",
+        observed(a="Running", e="Running"),
+        True,
+        0,
+        [],
+        "Cancelled",
+        "Cancelled",
+        ["a", "e"],
+    ),
+    ("timeout fails", observed(a="Running"), False, 120, [], "Failed", "TimedOut", ["a"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("obs", "cancelled", "offset", "start", "phase", "reason", "stop"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_plan(
+    obs: dict[str, StageStatus],
+    cancelled: bool,
+    offset: int,
+    start: list[str],
+    phase: str,
+    reason: str,
+    stop: list[str],
+) -> None:
+    facts = RunFacts(
+        stages=obs,
+        now=T0 + timedelta(seconds=offset),
+        start_time=T0,
+        cancelled=cancelled,
+        timeout_seconds=60,
+    )
+    plan = plan_run(SPEC, facts)
+    assert sorted(plan.start) == start
+    assert plan.status.phase == phase
+    cond = plan.status.conditions[0]
+    assert (cond.type, cond.reason) == ("Succeeded", reason)
+    assert cond.status == {"Succeeded": "True", "Running": "Unknown"}.get(phase, "False")
+    assert sorted(plan.stop) == stop
+    assert [s.name for s in plan.status.stages] == ["a", "b", "c", "d", "e"]
+
+
+def test_downstream_of_failure_is_skipped_and_message_names_the_stage() -> None:
+    obs = {
+        "a": st("a", "Succeeded"),
+        "b": st("b", "Failed", "boom"),
+        "c": st("c", "Succeeded"),
+        "e": st("e", "Succeeded"),
+    }
+    plan = plan_run(SPEC, RunFacts(stages=obs, now=T0))
+    phases = {s.name: s.phase for s in plan.status.stages}
+    assert phases["d"] == "Skipped"
+    assert plan.status.conditions[0].message == "stage 'b' failed: boom"
+    assert plan.status.completion_time == T0
+
+
+def test_planning_twice_on_the_same_facts_is_idempotent() -> None:
+    facts = RunFacts(stages=observed(a="Succeeded"), now=T0)
+    first = plan_run(SPEC, facts)
+    again = plan_run(SPEC, facts, first.status)
+    assert again.start == first.start
+    assert again.status == first.status
+    assert again.events == []  # no transition, no event
+
+
+def test_events_only_on_transitions() -> None:
+    first = plan_run(SPEC, RunFacts(stages={}, now=T0))
+    assert [e[0] for e in first.events] == ["Running"]
+    done = observed(a="Succeeded", b="Succeeded", c="Succeeded", d="Succeeded", e="Succeeded")
+    final = plan_run(SPEC, RunFacts(stages=done, now=T0 + timedelta(seconds=5)), first.status)
+    assert [e[0] for e in final.events] == ["Succeeded"]
+    assert final.status.start_time == T0
+    cond = final.status.conditions[0]
+    assert cond.last_transition_time == T0 + timedelta(seconds=5)
+
+
+def test_previous_status_keeps_start_time() -> None:
+    prev = PipelineRunStatus(start_time=T0 - timedelta(hours=1))
+    plan = plan_run(SPEC, RunFacts(stages={}, now=T0), prev)
+    assert plan.status.start_time == T0 - timedelta(hours=1)
