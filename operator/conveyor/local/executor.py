@@ -75,9 +75,9 @@ class LocalRun:
         self.options = resolve_options(self.spec, self.resolved)
         for stage in self.spec.stages:
             source = self.options[stage.name].get("source")
-            if stage.uses == "ingest" and isinstance(source, str) and self.base_dir:
-                if "://" not in source and not Path(source).is_absolute():
-                    self.options[stage.name]["source"] = str((self.base_dir / source).resolve())
+            if stage.uses == "ingest" and isinstance(source, str) and _relative_path(source):
+                base = self.base_dir or Path.cwd()
+                self.options[stage.name]["source"] = str((base / source).resolve())
         self.stages: dict[str, StageStatus] = {}
         self.results: dict[str, StageResult] = {}
         self.active: dict[str, _Active] = {}
@@ -333,6 +333,10 @@ def model_record(store: Store, results: dict[str, StageResult]) -> ModelRecord |
         promoted=bool(decision and decision.get("promoted")),
         decision=str(decision["reason"]) if decision else "not evaluated",
     )
+
+
+def _relative_path(source: str) -> bool:
+    return "://" not in source and not Path(source).is_absolute()
 
 
 def _failure_message(files: StageFiles, code: int) -> str:

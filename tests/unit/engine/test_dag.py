@@ -1,3 +1,5 @@
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -55,4 +57,4 @@ def test_adding_a_back_edge_makes_a_cycle(edges: dict[str, list[str]], data: st.
     edges[first] = [*edges[first], node]
     cycle = find_cycle(edges)
     assert cycle is not None and cycle[0] == cycle[-1]
-    assert all(b in edges[a] for a, b in zip(cycle, cycle[1:], strict=False))
+    assert all(b in edges[a] for a, b in itertools.pairwise(cycle))
