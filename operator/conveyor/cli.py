@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         record = local.execute()
     if args.json:
-        print(record.model_dump_json(indent=2))
+        print(record.model_dump_json(indent=2, by_alias=True))
     else:
         print_summary(Console(), record)
     return 0 if record.phase == "Succeeded" else (130 if record.phase == "Cancelled" else 1)
@@ -168,7 +168,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for r in list_run_records(store):
         if r.run == args.run:
             if args.json:
-                print(r.model_dump_json(indent=2))
+                print(r.model_dump_json(indent=2, by_alias=True))
             else:
                 print_summary(Console(), r)
             return 0

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from conveyor.api.pipelinerun import ModelRecord, StageStatus
 from conveyor.artifacts.store import Store, StoreError
@@ -43,7 +44,7 @@ class Champion(BaseModel):
 class RunRecord(BaseModel):
     """Lineage of one run: enough to say what produced a model from what."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
     namespace: str
     pipeline: str

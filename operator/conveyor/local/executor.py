@@ -22,6 +22,7 @@ from conveyor.artifacts.layout import RunRecord, StageResult
 from conveyor.artifacts.store import Store, sha256_file
 from conveyor.engine.cache import cache_key
 from conveyor.engine.invocation import ArtifactRef, StageInvocation
+from conveyor.engine.params import substitute
 from conveyor.engine.planner import RunFacts, RunPlan, plan_run
 from conveyor.engine.validation import resolve_options, resolve_params
 from conveyor.local.launch import Launcher, Process, StageFiles
@@ -143,8 +144,8 @@ class LocalRun:
         if stage.uses is not None:
             process = self.launcher.start_builtin(inv, files)
         else:
-            argv = [*(stage.command or []), *(stage.args or [])]
-            env = {e.name: e.value for e in stage.env}
+            argv = substitute([*(stage.command or []), *(stage.args or [])], self.resolved)
+            env = {e.name: substitute(e.value, self.resolved) for e in stage.env}
             process = self.launcher.start_custom(argv, inv, files, env)
         self.active[name] = _Active(process, inv, files, time.monotonic())
         self.stages[name] = StageStatus(

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from conveyor.engine.invocation import ENV_VAR, StageInvocation
-
-TERMINATION_LOG_VAR = "CONVEYOR_TERMINATION_LOG"
+from conveyor.stages.runner import TERMINATION_LOG_VAR
 
 
 class Process(Protocol):
@@ -77,7 +76,7 @@ class Launcher:
 
             proc = self._context().Process(
                 target=child_main,
-                args=(inv.to_json(), str(files.log), str(files.termination)),
+                args=(inv.to_json(), str(files.log), str(files.termination), dict(os.environ)),
                 name=f"conveyor-stage-{inv.stage}",
                 daemon=True,
             )

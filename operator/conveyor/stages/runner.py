@@ -81,8 +81,11 @@ def main(debug: bool = False) -> int:
     return 0
 
 
-def child_main(invocation_json: str, log_path: str, termlog_path: str) -> None:
-    """Entry point of a stage forked from the warm fork server."""
+def child_main(invocation_json: str, log_path: str, termlog_path: str, env: dict[str, str]) -> None:
+    """Entry point of a stage forked from the warm fork server. The environment is the
+    launcher's at launch time (the fork server's own dates from its start)."""
+    os.environ.clear()
+    os.environ.update(env)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
