@@ -8,8 +8,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conveyor import __version__
+from conveyor.artifacts.store import StoreError
+from conveyor.resources import ResourceFileError
 
 DEFAULT_STORE = ".conveyor"
+# Errors about the user's input or environment, reported in one line.
+USER_ERRORS: tuple[type[Exception], ...] = (ResourceFileError, StoreError)
 
 
 class CliError(Exception):
@@ -239,6 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return err.code
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as err:

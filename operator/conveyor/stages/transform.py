@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from conveyor.api.stages import TransformOptions
@@ -73,7 +74,7 @@ def run(ctx: StageContext) -> None:
     # Categorical columns become plain objects so imputation with a string works.
     for col in features.columns:
         if not pd.api.types.is_numeric_dtype(features[col]):
-            features[col] = features[col].astype(object).where(features[col].notna(), None)
+            features[col] = features[col].astype(object).where(features[col].notna(), np.nan)
     y = df[target]
     classification = is_classification(y, opts.task)
     stratify = y if (opts.stratify if opts.stratify is not None else classification) else None

@@ -1,0 +1,100 @@
+"""The command line: help everywhere, clear errors without tracebacks, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conveyor.cli import build_parser, main
+from tests.conftest import EXAMPLES
+
+COMMANDS = ["run", "validate", "crds", "stage", "runs", "show"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: conveyor " + command in capsys.readouterr().out
+
+
+def test_parser_knows_every_command() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(COMMANDS)  # type: ignore[attr-defined]
+
+
+def test_validate_examples_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLES / "breast-cancer"), str(EXAMPLES / "penguins")]) == 0
+
+
+def test_validate_reports_file_path_and_fix(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("""
+apiVersion: conveyor.dev/v1alpha1
+kind: Pipeline
+metadata: {name: p}
+spec:
+  stages:
+    - {name: a, uses: ingest, with: {source: "sklearn://iris"}}
+    - {name: b, uses: train, dependsOn: [a, c], with: {estimator: sklearn.linear_model.Ridge}}
+""")
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: spec.stages[1].dependsOn[1]: unknown stage 'c' (fix: name one of: a, b)" in err
+    assert "1 problem(s)" in err
+
+
+def test_run_params_checked_against_the_pipeline(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run.yaml"
+    run.write_text((EXAMPLES / "breast-cancer" / "run.yaml").read_text().replace(
+        "min-accuracy:", "min-acuracy:"))
+    (tmp_path / "pipeline.yaml").write_text((EXAMPLES / "breast-cancer" / "pipeline.yaml").read_text())
+    assert main(["validate", str(tmp_path)]) == 1
+    assert "spec.params.min-acuracy: the pipeline has no parameter 'min-acuracy'" in \
+        capsys.readouterr().err
+
+
+def test_errors_have_no_traceback_unless_debug(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    proc = subprocess.run([sys.executable, "-m", "conveyor", "run", str(missing)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {missing}: no such file"
+    proc = subprocess.run([sys.executable, "-m", "conveyor", "run", "--debug", str(missing)],
+                          capture_output=True, text=True)
+    assert "Traceback" in proc.stderr
+
+
+def test_bad_param_syntax(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(EXAMPLES / "breast-cancer" / "pipeline.yaml")
+    assert main(["run", path, "--param", "novalue"]) == 1
+    assert "write it as NAME=VALUE" in capsys.readouterr().err
+
+
+def test_unknown_param_is_rejected_before_running(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(EXAMPLES / "breast-cancer" / "pipeline.yaml")
+    assert main(["run", path, "-p", "min-acc=1"]) == 1
+    assert "no parameter 'min-acc'" in capsys.readouterr().err
+
+
+def test_stage_without_invocation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stage"]) == 2
+    assert "CONVEYOR_INVOCATION is not set" in capsys.readouterr().err
+
+
+def test_crds_writes_three_files(tmp_path: Path) -> None:
+    assert main(["crds", "-o", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "conveyor.dev_modeldeployments.yaml", "conveyor.dev_pipelineruns.yaml",
+        "conveyor.dev_pipelines.yaml"]
+
+
+def test_show_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "nope", "--store", str(tmp_path)]) == 1
+    assert "no run 'nope'" in capsys.readouterr().err
