@@ -89,8 +89,19 @@ def five_processes(tmp: Path) -> float:
 
 
 def conveyor(store: Path, *extra: str) -> float:
-    return timed([sys.executable, "-m", "conveyor", "run", str(PIPELINE), "--store", str(store),
-                  "--json", *extra])
+    return timed(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "run",
+            str(PIPELINE),
+            "--store",
+            str(store),
+            "--json",
+            *extra,
+        ]
+    )
 
 
 def main() -> None:
@@ -105,15 +116,23 @@ def main() -> None:
             results["five"].append(five_processes(tmp))
             results["nocache"].append(conveyor(tmp / "store", "--no-cache"))
             results["cached"].append(conveyor(tmp / "store"))
-        print(f"round {i + 1}/{args.repeat}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()),
-              file=sys.stderr)
+        print(
+            f"round {i + 1}/{args.repeat}: "
+            + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()),
+            file=sys.stderr,
+        )
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"floor A, one process:        {med['one']:.2f} s")
     print(f"floor B, five processes:     {med['five']:.2f} s")
-    print(f"conveyor run --no-cache:     {med['nocache']:.2f} s  = {med['nocache'] / med['one']:.2f}x "
-          f"floor A (target <= 2.0x), {med['nocache'] / med['five']:.2f}x floor B")
-    print(f"conveyor run, fully cached:  {med['cached']:.2f} s  = {med['cached'] / med['one']:.2f}x "
-          f"floor A (target <= 1 s)")
+    print(
+        f"conveyor run --no-cache:     {med['nocache']:.2f} s  = "
+        f"{med['nocache'] / med['one']:.2f}x "
+        f"floor A (target <= 2.0x), {med['nocache'] / med['five']:.2f}x floor B"
+    )
+    print(
+        f"conveyor run, fully cached:  {med['cached']:.2f} s  = {med['cached'] / med['one']:.2f}x "
+        f"floor A (target <= 1 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ def test_validate_examples_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(EXAMPLES / "breast-cancer"), str(EXAMPLES / "penguins")]) == 0
 
 
-def test_validate_reports_file_path_and_fix(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_reports_file_path_and_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("""
 apiVersion: conveyor.dev/v1alpha1
@@ -49,25 +50,37 @@ spec:
     assert "1 problem(s)" in err
 
 
-def test_run_params_checked_against_the_pipeline(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_params_checked_against_the_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run.yaml"
-    run.write_text((EXAMPLES / "breast-cancer" / "run.yaml").read_text().replace(
-        "min-accuracy:", "min-acuracy:"))
-    (tmp_path / "pipeline.yaml").write_text((EXAMPLES / "breast-cancer" / "pipeline.yaml").read_text())
+    run.write_text(
+        (EXAMPLES / "breast-cancer" / "run.yaml")
+        .read_text()
+        .replace("min-accuracy:", "min-acuracy:")
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        (EXAMPLES / "breast-cancer" / "pipeline.yaml").read_text()
+    )
     assert main(["validate", str(tmp_path)]) == 1
-    assert "spec.params.min-acuracy: the pipeline has no parameter 'min-acuracy'" in \
-        capsys.readouterr().err
+    assert (
+        "spec.params.min-acuracy: the pipeline has no parameter 'min-acuracy'"
+        in capsys.readouterr().err
+    )
 
 
 def test_errors_have_no_traceback_unless_debug(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    proc = subprocess.run([sys.executable, "-m", "conveyor", "run", str(missing)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor", "run", str(missing)], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {missing}: no such file"
-    proc = subprocess.run([sys.executable, "-m", "conveyor", "run", "--debug", str(missing)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor", "run", "--debug", str(missing)],
+        capture_output=True,
+        text=True,
+    )
     assert "Traceback" in proc.stderr
 
 
@@ -91,8 +104,10 @@ def test_stage_without_invocation(capsys: pytest.CaptureFixture[str]) -> None:
 def test_crds_writes_three_files(tmp_path: Path) -> None:
     assert main(["crds", "-o", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "conveyor.dev_modeldeployments.yaml", "conveyor.dev_pipelineruns.yaml",
-        "conveyor.dev_pipelines.yaml"]
+        "conveyor.dev_modeldeployments.yaml",
+        "conveyor.dev_pipelineruns.yaml",
+        "conveyor.dev_pipelines.yaml",
+    ]
 
 
 def test_show_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

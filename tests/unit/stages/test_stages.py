@@ -29,8 +29,14 @@ class Chain:
 
     def run(self, name: str, uses: str, options: dict[str, Any], deps: list[str]) -> Any:
         inv = StageInvocation(
-            namespace="ns", pipeline="p", run="r", stage=name, uses=uses, options=options,
-            inputs={d: self.outputs[d] for d in deps}, store=self.store.root,
+            namespace="ns",
+            pipeline="p",
+            run="r",
+            stage=name,
+            uses=uses,
+            options=options,
+            inputs={d: self.outputs[d] for d in deps},
+            store=self.store.root,
             output_prefix=self.store.uri(f"ns/p/r/{name}"),
         )
         result = execute(inv)
@@ -41,11 +47,13 @@ class Chain:
 def csv_with_gaps(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     n = 200
-    df = pd.DataFrame({
-        "size": rng.normal(10, 2, n),
-        "color": rng.choice(["red", "green", None], n),
-        "price": rng.normal(100, 10, n),
-    })
+    df = pd.DataFrame(
+        {
+            "size": rng.normal(10, 2, n),
+            "color": rng.choice(["red", "green", None], n),
+            "price": rng.normal(100, 10, n),
+        }
+    )
     df["price"] = df["price"] + 5 * df["size"]
     df.loc[::10, "price"] = np.nan  # missing targets
     df.loc[::7, "size"] = np.nan
@@ -56,17 +64,22 @@ def csv_with_gaps(tmp_path: Path) -> Path:
 
 def test_ingest_csv_drops_missing_targets(tmp_path: Path) -> None:
     chain = Chain(tmp_path)
-    res = chain.run("ingest", "ingest", {"source": str(csv_with_gaps(tmp_path)), "target": "price"}, [])
+    res = chain.run(
+        "ingest", "ingest", {"source": str(csv_with_gaps(tmp_path)), "target": "price"}, []
+    )
     assert res.metrics == {"dropped_missing_target": 20.0, "rows": 180.0, "columns": 3.0}
     assert res.outputs["data"].meta == {"target": "price"}
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"source": "sklearn://nope"}, "unknown dataset sklearn://nope"),
-    ({"source": "/no/such.csv"}, "does not exist"),
-    ({"source": "sklearn://iris", "target": "species"}, "target column 'species' is not in"),
-    ({"source": "ftp://x/y"}, "unsupported source"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"source": "sklearn://nope"}, "unknown dataset sklearn://nope"),
+        ({"source": "/no/such.csv"}, "does not exist"),
+        ({"source": "sklearn://iris", "target": "species"}, "target column 'species' is not in"),
+        ({"source": "ftp://x/y"}, "unsupported source"),
+    ],
+)
 def test_ingest_errors(tmp_path: Path, options: dict[str, Any], message: str) -> None:
     with pytest.raises(StageError, match=message):
         Chain(tmp_path).run("ingest", "ingest", options, [])
@@ -79,9 +92,15 @@ def test_regression_chain_with_categoricals_and_gaps(tmp_path: Path) -> None:
     prep = chain.run("transform", "transform", {}, ["validate"])
     assert prep.outputs["train"].meta["task"] == "regression"
     assert prep.metrics["features_out"] == 3  # size + one-hot(red, green)
-    train = chain.run("train", "train", {"estimator": "sklearn.linear_model.Ridge",
-                                         "search": {"space": {"alpha": [0.1, 1.0]}, "cv": 3}},
-                      ["transform"])
+    train = chain.run(
+        "train",
+        "train",
+        {
+            "estimator": "sklearn.linear_model.Ridge",
+            "search": {"space": {"alpha": [0.1, 1.0]}, "cv": 3},
+        },
+        ["transform"],
+    )
     assert train.metrics["candidates"] == 2
     ev = chain.run("evaluate", "evaluate", {"gate": {"metric": "r2", "min": 0.1}}, ["train"])
     assert set(ev.metrics) >= {"rmse", "mae", "r2"} and ev.metrics["promoted"] == 1.0
@@ -94,11 +113,14 @@ def test_regression_chain_with_categoricals_and_gaps(tmp_path: Path) -> None:
 def test_validate_reports_every_violation(tmp_path: Path) -> None:
     chain = Chain(tmp_path)
     chain.run("ingest", "ingest", {"source": "sklearn://iris"}, [])
-    expectations = {"minRows": 1000, "columns": {
-        "sepal length (cm)": {"max": 5},
-        "petal color": {"dtype": "string"},
-        "target": {"allowed": [0, 1]},
-    }}
+    expectations = {
+        "minRows": 1000,
+        "columns": {
+            "sepal length (cm)": {"max": 5},
+            "petal color": {"dtype": "string"},
+            "target": {"allowed": [0, 1]},
+        },
+    }
     with pytest.raises(StageError) as err:
         chain.run("validate", "validate", {"expectations": expectations}, ["ingest"])
     text = str(err.value)
@@ -115,24 +137,38 @@ def test_train_rejects_bad_params(tmp_path: Path) -> None:
     chain.run("ingest", "ingest", {"source": "sklearn://iris"}, [])
     chain.run("transform", "transform", {}, ["ingest"])
     with pytest.raises(StageError, match="invalid params"):
-        chain.run("train", "train", {"estimator": "sklearn.linear_model.LogisticRegression",
-                                     "params": {"nope": 1}}, ["transform"])
+        chain.run(
+            "train",
+            "train",
+            {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"nope": 1}},
+            ["transform"],
+        )
     with pytest.raises(StageError, match="not a scikit-learn estimator"):
-        chain.run("train", "train", {"estimator": "sklearn.linear_model.ridge_regression"},
-                  ["transform"])
+        chain.run(
+            "train", "train", {"estimator": "sklearn.linear_model.ridge_regression"}, ["transform"]
+        )
 
 
-@pytest.mark.parametrize(("gate", "compare", "value", "champion", "passed", "why"), [
-    ({"metric": "accuracy", "min": 0.9}, None, 0.95, None, True, "passes the gate"),
-    ({"metric": "accuracy", "min": 0.9}, None, 0.85, None, False, "accuracy 0.8500 < min 0.9"),
-    ({"metric": "rmse", "max": 10}, None, 12, None, False, "rmse 12.0000 > max 10"),
-    ({"metric": "accuracy", "min": 0.9}, "champion", 0.95, 0.96, False, "does not beat"),
-    ({"metric": "accuracy", "min": 0.9}, "champion", 0.97, 0.96, True, "beats the champion"),
-    ({"metric": "rmse", "max": 10}, "champion", 5, 6, True, "beats the champion"),
-    ({"metric": "rmse", "max": 10}, "champion", 7, 6, False, "does not beat"),
-])
-def test_gate_decisions(gate: dict[str, Any], compare: str | None, value: float,
-                        champion: float | None, passed: bool, why: str) -> None:
+@pytest.mark.parametrize(
+    ("gate", "compare", "value", "champion", "passed", "why"),
+    [
+        ({"metric": "accuracy", "min": 0.9}, None, 0.95, None, True, "passes the gate"),
+        ({"metric": "accuracy", "min": 0.9}, None, 0.85, None, False, "accuracy 0.8500 < min 0.9"),
+        ({"metric": "rmse", "max": 10}, None, 12, None, False, "rmse 12.0000 > max 10"),
+        ({"metric": "accuracy", "min": 0.9}, "champion", 0.95, 0.96, False, "does not beat"),
+        ({"metric": "accuracy", "min": 0.9}, "champion", 0.97, 0.96, True, "beats the champion"),
+        ({"metric": "rmse", "max": 10}, "champion", 5, 6, True, "beats the champion"),
+        ({"metric": "rmse", "max": 10}, "champion", 7, 6, False, "does not beat"),
+    ],
+)
+def test_gate_decisions(
+    gate: dict[str, Any],
+    compare: str | None,
+    value: float,
+    champion: float | None,
+    passed: bool,
+    why: str,
+) -> None:
     opts = EvaluateOptions.model_validate({"gate": gate, "compareTo": compare})
     task = "regression" if gate["metric"] == "rmse" else "classification"
     ok, reason = decide(opts, {gate["metric"]: value}, task, champion)
@@ -151,16 +187,23 @@ def test_model_loading_refuses_untrusted_types(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.skops"
     save_model(make_pipeline(FunctionTransformer(os.system)), path)
-    with pytest.raises(UntrustedModel, match="posix.system|os.system"):
+    with pytest.raises(UntrustedModel, match=r"posix\.system|os\.system"):
         load_model(path)
 
 
 def test_context_input_errors_name_what_is_available(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    inv = StageInvocation(namespace="n", pipeline="p", run="r", stage="train", uses="train",
-                          store=store.root, output_prefix=store.uri("n/p/r/train"),
-                          inputs={"prep": {"test": ArtifactRef(uri="file:///x", sha256="0", bytes=0)}})
+    inv = StageInvocation(
+        namespace="n",
+        pipeline="p",
+        run="r",
+        stage="train",
+        uses="train",
+        store=store.root,
+        output_prefix=store.uri("n/p/r/train"),
+        inputs={"prep": {"test": ArtifactRef(uri="file:///x", sha256="0", bytes=0)}},
+    )
     ctx = StageContext(inv)
-    with pytest.raises(StageError, match="needs an input 'train'.*provide: test"):
+    with pytest.raises(StageError, match=r"needs an input 'train'.*provide: test"):
         ctx.input_ref("train")
     ctx.close()
