@@ -117,8 +117,7 @@ def main() -> None:
             results["nocache"].append(conveyor(tmp / "store", "--no-cache"))
             results["cached"].append(conveyor(tmp / "store"))
         print(
-            f"round {i + 1}/{args.repeat}: "
-            + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()),
+            f"round {i + 1}/{args.repeat}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()),
             file=sys.stderr,
         )
     med = {k: statistics.median(v) for k, v in results.items()}

@@ -56,9 +56,7 @@ def validate_custom(obj: dict[str, Any], old: dict[str, Any] | None = None) -> l
     version = crd_for(obj["kind"])["spec"]["versions"][0]
     schema = version["schema"]["openAPIV3Schema"]
     validator = jsonschema.Draft4Validator(_to_jsonschema(schema, top=True))
-    errors = [
-        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)
-    ]
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
     return errors or cel_errors(schema, obj, old)
 
 

@@ -151,9 +151,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             r.pipeline,
             r.phase,
             r.start_time.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{r.model.metrics.get('accuracy', r.model.metrics.get('r2', 0)):.4f}"
-            if r.model
-            else "",
+            f"{r.model.metrics.get('accuracy', r.model.metrics.get('r2', 0)):.4f}" if r.model else "",
             "yes" if r.model and r.model.promoted else "",
         )
     Console().print(table)
@@ -185,23 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(
-        name: str, fn: Callable[[argparse.Namespace], int], help_: str
-    ) -> argparse.ArgumentParser:
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
         p.set_defaults(fn=fn)
         return p
 
     p = add("run", cmd_run, "Run a Pipeline (or a PipelineRun) on this machine.")
-    p.add_argument(
-        "file", help="YAML with a Pipeline, or a PipelineRun whose Pipeline is beside it"
-    )
+    p.add_argument("file", help="YAML with a Pipeline, or a PipelineRun whose Pipeline is beside it")
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument(
         "--store",
-        help=f"folder or s3://bucket/prefix (default: the pipeline's "
-        f"artifacts.s3, else {DEFAULT_STORE}/)",
+        help=f"folder or s3://bucket/prefix (default: the pipeline's artifacts.s3, else {DEFAULT_STORE}/)",
     )
     p.add_argument("--no-cache", action="store_true", help="run every stage, reuse nothing")
     p.add_argument("--resume-from", metavar="RUN", help="reuse the successful stages of RUN")

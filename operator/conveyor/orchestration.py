@@ -176,9 +176,7 @@ def model_record(store: Store, results: dict[str, StageResult]) -> ModelRecord |
         chosen = result.outputs["model"]
         if "decision" in result.outputs:
             decision = json.loads(store.read_bytes(store.key(result.outputs["decision"].uri)))
-            metrics = {
-                k: v for k, v in result.metrics.items() if k not in ("gate_passed", "promoted")
-            }
+            metrics = {k: v for k, v in result.metrics.items() if k not in ("gate_passed", "promoted")}
             break
     if chosen is None:
         return None

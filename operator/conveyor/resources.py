@@ -54,19 +54,13 @@ def validate_files(paths: list[Path]) -> list[tuple[str, Problem]]:
     """Every problem of every document, with runs checked against pipelines among the files."""
     docs = [d for f in expand(paths) for d in load_documents(f)]
     problems = [(d.where, p) for d in docs for p in check_document(d.body)]
-    pipelines = {
-        d.body.get("metadata", {}).get("name"): d for d in docs if d.body.get("kind") == "Pipeline"
-    }
+    pipelines = {d.body.get("metadata", {}).get("name"): d for d in docs if d.body.get("kind") == "Pipeline"}
     for d in docs:
         if d.body.get("kind") != "PipelineRun" or any(w == d.where for w, _ in problems):
             continue
         run = PipelineRun.model_validate(d.body)
         ref = run.spec.pipeline_ref
-        if (
-            ref
-            and ref.name in pipelines
-            and not any(w == pipelines[ref.name].where for w, _ in problems)
-        ):
+        if ref and ref.name in pipelines and not any(w == pipelines[ref.name].where for w, _ in problems):
             spec = Pipeline.model_validate(pipelines[ref.name].body).spec
             problems += [(d.where, p) for p in check_run_params(spec, run.spec.params)]
     return problems
@@ -99,10 +93,7 @@ def load_run_request(path: Path) -> RunRequest:
     wanted = run.spec.pipeline_ref.name
     for candidate in [path, *expand([path.parent])]:
         for d in load_documents(candidate):
-            if (
-                d.body.get("kind") == "Pipeline"
-                and d.body.get("metadata", {}).get("name") == wanted
-            ):
+            if d.body.get("kind") == "Pipeline" and d.body.get("metadata", {}).get("name") == wanted:
                 return RunRequest(Pipeline.model_validate(d.body), run)
     raise ResourceFileError(
         f"{path}: spec.pipelineRef.name: no Pipeline {wanted!r} in "

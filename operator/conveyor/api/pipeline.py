@@ -66,9 +66,7 @@ class Stage(Model):
     @model_validator(mode="after")
     def _one_kind(self) -> Stage:
         if (self.uses is None) == (self.image is None):
-            raise ValueError(
-                "set exactly one of `uses` (a built-in stage) or `image` (a custom stage)"
-            )
+            raise ValueError("set exactly one of `uses` (a built-in stage) or `image` (a custom stage)")
         return self
 
     @property

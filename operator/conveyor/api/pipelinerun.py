@@ -19,8 +19,7 @@ IMMUTABLE_RUN_FIELDS = ("pipelineRef", "pipelineSpec", "params", "resumeFrom", "
 
 def _immutable_rule(fields: tuple[str, ...]) -> str:
     parts = [
-        f"(has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f}))"
-        for f in fields
+        f"(has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f}))" for f in fields
     ]
     return " && ".join(parts)
 
@@ -122,6 +121,9 @@ class PipelineRunStatus(Status):
     model: ModelRecord | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     run_record: str | None = Field(default=None, description="URI of the run's lineage record.")
+    pipeline_spec: PipelineSpec | None = Field(
+        default=None, description="The pipeline as it was when the run started."
+    )
 
 
 class PipelineRun(Model):

@@ -29,6 +29,7 @@ class StageResult(BaseModel):
     outputs: dict[str, ArtifactRef] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     cache_key: str = ""
+    reused_from: str | None = Field(default=None, description="cache | run:<name>")
 
 
 class Champion(BaseModel):
@@ -71,9 +72,7 @@ def stage_prefix(namespace: str, pipeline: str, run: str, stage: str) -> str:
 
 
 def _write_json(store: Store, key: str, value: Any) -> ArtifactRef:
-    return store.write_bytes(
-        key, json.dumps(value, indent=2, sort_keys=True, default=str).encode(), JSON
-    )
+    return store.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode(), JSON)
 
 
 def _read_json(store: Store, key: str) -> Any | None:

@@ -134,9 +134,7 @@ class LocalStore(Store):
             path = self._file(self.key(ref.uri))
         except StoreError:
             return False
-        return (
-            path.is_file() and path.stat().st_size == ref.bytes and sha256_file(path) == ref.sha256
-        )
+        return path.is_file() and path.stat().st_size == ref.bytes and sha256_file(path) == ref.sha256
 
 
 class S3Store(Store):
@@ -170,9 +168,7 @@ class S3Store(Store):
             ExtraArgs={"ContentType": media_type, "Metadata": {"sha256": digest}},
             Config=TransferConfig(multipart_threshold=16 * CHUNK, multipart_chunksize=16 * CHUNK),
         )
-        return ArtifactRef(
-            uri=self.uri(key), sha256=digest, bytes=path.stat().st_size, media_type=media_type
-        )
+        return ArtifactRef(uri=self.uri(key), sha256=digest, bytes=path.stat().st_size, media_type=media_type)
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -186,9 +182,7 @@ class S3Store(Store):
         from botocore.exceptions import ClientError
 
         try:
-            head: dict[str, Any] = self.client.head_object(
-                Bucket=self.bucket, Key=self._object(key)
-            )
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self._object(key))
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None

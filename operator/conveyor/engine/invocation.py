@@ -54,9 +54,7 @@ class StageInvocation(BaseModel):
 
     def find_input(self, name: str) -> ArtifactRef:
         """The upstream output called `name`; an error if none or several differ."""
-        found = {
-            ref.uri: ref for outs in self.inputs.values() for n, ref in outs.items() if n == name
-        }
+        found = {ref.uri: ref for outs in self.inputs.values() for n, ref in outs.items() if n == name}
         if not found:
             have = sorted({n for outs in self.inputs.values() for n in outs})
             raise LookupError(

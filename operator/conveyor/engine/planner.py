@@ -47,9 +47,7 @@ class RunPlan:
         return self.status.phase in {RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED}
 
 
-def plan_run(
-    spec: PipelineSpec, facts: RunFacts, previous: PipelineRunStatus | None = None
-) -> RunPlan:
+def plan_run(spec: PipelineSpec, facts: RunFacts, previous: PipelineRunStatus | None = None) -> RunPlan:
     edges = {s.name: list(s.depends_on) for s in spec.stages}
     stages = {
         s.name: facts.stages.get(s.name) or StageStatus(name=s.name, phase=StagePhase.PENDING)
@@ -78,8 +76,7 @@ def plan_run(
             continue
         upstream = ancestors(edges, name)
         if any(
-            stages[d].phase in (StagePhase.FAILED, StagePhase.SKIPPED, StagePhase.CANCELLED)
-            for d in upstream
+            stages[d].phase in (StagePhase.FAILED, StagePhase.SKIPPED, StagePhase.CANCELLED) for d in upstream
         ):
             stages[name] = st.model_copy(
                 update={"phase": StagePhase.SKIPPED, "message": "an upstream stage did not succeed"}
@@ -90,9 +87,7 @@ def plan_run(
     if failed and not running:
         first = failed[0]
         message = f"stage {first!r} failed: {stages[first].message or 'no message'}"
-        return _finish(
-            plan, spec, stages, facts, previous, RunPhase.FAILED, Reason.STAGE_FAILED, message
-        )
+        return _finish(plan, spec, stages, facts, previous, RunPhase.FAILED, Reason.STAGE_FAILED, message)
     if all(s.phase == StagePhase.SUCCEEDED for s in stages.values()):
         return _finish(
             plan,

@@ -147,9 +147,7 @@ def _check_stage(stage: dict[str, Any], declared: dict[str, str], prefix: str) -
             f"unresolved $(params.{name})",
             f"declare {name!r} under spec.params or fix the reference",
         )
-        for name, path in references(
-            {k: stage.get(k) for k in ("with", "command", "args", "env", "image")}
-        )
+        for name, path in references({k: stage.get(k) for k in ("with", "command", "args", "env", "image")})
         if name not in declared
     ]
     uses = stage.get("uses")

@@ -189,9 +189,7 @@ class LocalRun:
         status = self.stages[name]
         if status.attempts <= self.spec.stage(name).retries:
             # Pending again: the planner starts it on its next pass, attempts carried over.
-            self.stages[name] = status.model_copy(
-                update={"phase": StagePhase.PENDING, "message": message}
-            )
+            self.stages[name] = status.model_copy(update={"phase": StagePhase.PENDING, "message": message})
             return
         self.stages[name] = status.model_copy(
             update={
@@ -212,9 +210,7 @@ class LocalRun:
         for stage in self.spec.stages:
             result = self.ctx.committed(stage.name, run=self.resume_from)
             if result is not None:
-                self._succeed(
-                    stage.name, result, attempts=0, message=f"reused from run {self.resume_from}"
-                )
+                self._succeed(stage.name, result, attempts=0, message=f"reused from run {self.resume_from}")
 
     def _record(self, plan: RunPlan) -> RunRecord:
         return self.ctx.write_record(plan.status, self.results, self.start_time, self.resume_from)

@@ -35,9 +35,7 @@ def stage_table(stages: list[StageStatus], title: str) -> Table:
         note = "cache hit" if st.cache_hit else st.message.splitlines()[0] if st.message else ""
         if st.attempts > 1:
             note = f"attempt {st.attempts}; {note}"
-        table.add_row(
-            st.name, f"[{STYLE.get(st.phase, '')}]{st.phase}[/]", _duration(st), note[:80]
-        )
+        table.add_row(st.name, f"[{STYLE.get(st.phase, '')}]{st.phase}[/]", _duration(st), note[:80])
     return table
 
 
@@ -55,6 +53,4 @@ def print_summary(console: Console, record: RunRecord) -> None:
         m = record.model
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.metrics.items()))
         verdict = "[green]promoted[/]" if m.promoted else "[yellow]not promoted[/]"
-        console.print(
-            f"model: {m.uri}\n  sha256 {m.sha256}\n  {metrics}\n  gate: {m.decision} -> {verdict}"
-        )
+        console.print(f"model: {m.uri}\n  sha256 {m.sha256}\n  {metrics}\n  gate: {m.decision} -> {verdict}")

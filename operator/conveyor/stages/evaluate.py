@@ -42,9 +42,7 @@ def score(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dict[str, flo
         proba = model.predict_proba(x)
         with contextlib.suppress(ValueError):
             out["roc_auc"] = float(
-                m.roc_auc_score(y, proba[:, 1])
-                if binary
-                else m.roc_auc_score(y, proba, multi_class="ovr")
+                m.roc_auc_score(y, proba[:, 1]) if binary else m.roc_auc_score(y, proba, multi_class="ovr")
             )
     return out
 
@@ -63,8 +61,7 @@ def decide(
     known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     if gate.metric not in metrics:
         raise StageError(
-            f"gate metric {gate.metric!r} is not measured for {task}; use one of "
-            + ", ".join(known)
+            f"gate metric {gate.metric!r} is not measured for {task}; use one of " + ", ".join(known)
         )
     value = metrics[gate.metric]
     if gate.min is not None and value < gate.min:

@@ -37,9 +37,7 @@ def run(ctx: StageContext) -> None:
     df = read_table(ctx.input_path("train"))
     x, y = df.drop(columns=[target]), df[target]
     pre = load_model(ctx.input_path("preprocessor"))
-    model = Pipeline(
-        [("preprocess", clone(pre)), ("model", make_estimator(opts.estimator, opts.params))]
-    )
+    model = Pipeline([("preprocess", clone(pre)), ("model", make_estimator(opts.estimator, opts.params))])
     if opts.search:
         s = opts.search
         space = {f"model__{k}": v for k, v in s.space.items()}
@@ -52,9 +50,7 @@ def run(ctx: StageContext) -> None:
         search = (
             GridSearchCV(model, space, **common)
             if s.type == "grid"
-            else RandomizedSearchCV(
-                model, space, n_iter=s.n_iter, random_state=s.random_state, **common
-            )
+            else RandomizedSearchCV(model, space, n_iter=s.n_iter, random_state=s.random_state, **common)
         )
         try:
             search.fit(x, y)

@@ -68,9 +68,7 @@ def check(df: pd.DataFrame, exp: Expectations) -> list[str]:
             continue
         nulls = float(series.isna().mean())
         if col.max_null_fraction is not None and nulls > col.max_null_fraction:
-            problems.append(
-                f"column {name!r} is {nulls:.1%} null, allowed {col.max_null_fraction:.1%}"
-            )
+            problems.append(f"column {name!r} is {nulls:.1%} null, allowed {col.max_null_fraction:.1%}")
         values = series.dropna()
         if col.min is not None and actual in ("integer", "float") and (values < col.min).any():
             problems.append(
@@ -87,8 +85,7 @@ def check(df: pd.DataFrame, exp: Expectations) -> list[str]:
             unknown = sorted({str(v) for v in values.unique()} - allowed)
             if unknown:
                 problems.append(
-                    f"column {name!r} has categories outside the allowed set: "
-                    + ", ".join(unknown[:10])
+                    f"column {name!r} has categories outside the allowed set: " + ", ".join(unknown[:10])
                 )
     return problems
 

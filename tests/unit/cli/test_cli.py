@@ -31,9 +31,7 @@ def test_validate_examples_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(EXAMPLES / "breast-cancer"), str(EXAMPLES / "penguins")]) == 0
 
 
-def test_validate_reports_file_path_and_fix(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_validate_reports_file_path_and_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("""
 apiVersion: conveyor.dev/v1alpha1
@@ -50,23 +48,14 @@ spec:
     assert "1 problem(s)" in err
 
 
-def test_run_params_checked_against_the_pipeline(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_params_checked_against_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run.yaml"
     run.write_text(
-        (EXAMPLES / "breast-cancer" / "run.yaml")
-        .read_text()
-        .replace("min-accuracy:", "min-acuracy:")
+        (EXAMPLES / "breast-cancer" / "run.yaml").read_text().replace("min-accuracy:", "min-acuracy:")
     )
-    (tmp_path / "pipeline.yaml").write_text(
-        (EXAMPLES / "breast-cancer" / "pipeline.yaml").read_text()
-    )
+    (tmp_path / "pipeline.yaml").write_text((EXAMPLES / "breast-cancer" / "pipeline.yaml").read_text())
     assert main(["validate", str(tmp_path)]) == 1
-    assert (
-        "spec.params.min-acuracy: the pipeline has no parameter 'min-acuracy'"
-        in capsys.readouterr().err
-    )
+    assert "spec.params.min-acuracy: the pipeline has no parameter 'min-acuracy'" in capsys.readouterr().err
 
 
 def test_errors_have_no_traceback_unless_debug(tmp_path: Path) -> None:

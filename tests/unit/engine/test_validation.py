@@ -136,9 +136,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("doc", "path", "message", "fix"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize(("doc", "path", "message", "fix"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_problem(doc: dict[str, Any], path: str, message: str, fix: str) -> None:
     problems = check_document(doc)
     assert any(p.path == path and message in p.message and fix in p.fix for p in problems), problems

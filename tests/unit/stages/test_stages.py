@@ -64,9 +64,7 @@ def csv_with_gaps(tmp_path: Path) -> Path:
 
 def test_ingest_csv_drops_missing_targets(tmp_path: Path) -> None:
     chain = Chain(tmp_path)
-    res = chain.run(
-        "ingest", "ingest", {"source": str(csv_with_gaps(tmp_path)), "target": "price"}, []
-    )
+    res = chain.run("ingest", "ingest", {"source": str(csv_with_gaps(tmp_path)), "target": "price"}, [])
     assert res.metrics == {"dropped_missing_target": 20.0, "rows": 180.0, "columns": 3.0}
     assert res.outputs["data"].meta == {"target": "price"}
 
@@ -144,9 +142,7 @@ def test_train_rejects_bad_params(tmp_path: Path) -> None:
             ["transform"],
         )
     with pytest.raises(StageError, match="not a scikit-learn estimator"):
-        chain.run(
-            "train", "train", {"estimator": "sklearn.linear_model.ridge_regression"}, ["transform"]
-        )
+        chain.run("train", "train", {"estimator": "sklearn.linear_model.ridge_regression"}, ["transform"])
 
 
 @pytest.mark.parametrize(

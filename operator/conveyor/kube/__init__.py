@@ -1,0 +1,1 @@
+"""The operator: Kopf handlers (thin), manifest builders (pure), the API client (I/O)."""

@@ -1,0 +1,188 @@
+"""The one module that talks to the Kubernetes API server.
+
+A small asyncio client on aiohttp (already a dependency of Kopf); credentials come from the
+`kubernetes` package's loaders (in-cluster service account, else kubeconfig), the same way
+Kopf logs in. It is the only place that catches API errors: 409 on create and 404 on delete
+count as success, a 404 on read is None.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from conveyor.api.common import GROUP, VERSION
+
+Body = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        ns = f"/namespaces/{namespace}" if namespace else ""
+        tail = f"/{name}" if name else ""
+        return f"{base}{ns}/{self.plural}{tail}" + (f"/{sub}" if sub else "")
+
+
+PIPELINES = Resource(GROUP, VERSION, "pipelines")
+PIPELINERUNS = Resource(GROUP, VERSION, "pipelineruns")
+MODELDEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments")
+JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
+EVENTS = Resource("", "v1", "events")
+
+
+@dataclass
+class Connection:
+    server: str
+    headers: dict[str, str] = field(default_factory=dict)
+    ssl_context: ssl.SSLContext | bool = True
+
+    @classmethod
+    def from_environment(cls) -> Connection:
+        """In-cluster service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+        import kubernetes
+
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        config = kubernetes.client.Configuration.get_default_copy()
+        token = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix(
+            "authorization"
+        )
+        headers = {"Authorization": token} if token else {}
+        context: ssl.SSLContext | bool = True
+        if config.host.startswith("https"):
+            context = ssl.create_default_context(cafile=config.ssl_ca_cert)
+            if config.cert_file:
+                context.load_cert_chain(config.cert_file, config.key_file)
+            if not config.verify_ssl:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return cls(server=config.host.rstrip("/"), headers=headers, ssl_context=context)
+
+
+class KubeClient:
+    def __init__(self, connection: Connection) -> None:
+        self.conn = connection
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self.conn.headers,
+                timeout=aiohttp.ClientTimeout(total=30),
+                connector=aiohttp.TCPConnector(ssl=self.conn.ssl_context, limit=32),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
+        http = await self._http()
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        async with http.request(
+            method, self.conn.server + path, data=data, params=params, headers=headers
+        ) as resp:
+            text = await resp.text()
+            payload = json.loads(text) if text else None
+            if resp.status >= 400 and resp.status not in (404, 409):
+                message = payload.get("message", text) if isinstance(payload, dict) else text
+                raise ApiError(resp.status, f"{method} {path}: {message}")
+            return resp.status, payload
+
+    # generic verbs -----------------------------------------------------------------------
+    async def get(self, res: Resource, namespace: str | None, name: str) -> Body | None:
+        status, body = await self.request("GET", res.path(namespace, name))
+        return None if status == 404 else body
+
+    async def list(
+        self, res: Resource, namespace: str | None, labels: Mapping[str, str] | None = None
+    ) -> list[Body]:
+        """Objects of a kind, filtered by labels on the server and, defensively, here too."""
+        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
+        status, body = await self.request("GET", res.path(namespace), params=params)
+        if status == 404 or not body:
+            return []
+        items: list[Body] = body.get("items", [])
+        if labels:
+            items = [i for i in items if _has_labels(i, labels)]
+        return items
+
+    async def create(self, res: Resource, namespace: str | None, body: Body) -> bool:
+        """Create; False if it already existed (409 is success for an idempotent create)."""
+        status, _ = await self.request("POST", res.path(namespace), body)
+        return status != 409
+
+    async def patch(
+        self, res: Resource, namespace: str | None, name: str, patch: Body, sub: str | None = None
+    ) -> Body | None:
+        status, body = await self.request(
+            "PATCH", res.path(namespace, name, sub), patch, content_type=MERGE_PATCH
+        )
+        return None if status == 404 else body
+
+    async def delete(self, res: Resource, namespace: str | None, name: str) -> bool:
+        """Delete with background propagation; False if it was already gone."""
+        opts = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        status, _ = await self.request("DELETE", res.path(namespace, name), opts)
+        return status != 404
+
+    async def post_event(
+        self, involved: Body, type_: str, reason: str, message: str, name: str, now: str
+    ) -> None:
+        meta = involved.get("metadata", {})
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": "conveyor-operator"},
+            "reportingComponent": "conveyor.dev/operator",
+        }
+        await self.create(EVENTS, meta.get("namespace"), event)
+
+
+def _has_labels(obj: Body, labels: Mapping[str, str]) -> bool:
+    have = obj.get("metadata", {}).get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items())

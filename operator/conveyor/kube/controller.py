@@ -1,0 +1,85 @@
+"""The operator's state, kept in Kopf's memo: settings, the API client, the reconcilers and a
+requeue timer per object (like controller-runtime's RequeueAfter)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from conveyor.kube.client import Connection, KubeClient
+from conveyor.kube.pipelines import PipelineReconciler
+from conveyor.kube.runs import RunReconciler
+from conveyor.kube.settings import Settings
+from conveyor.kube.stores import StoreResolver
+
+log = logging.getLogger("conveyor.operator")
+
+
+class Controller:
+    def __init__(self, settings: Settings, kube: KubeClient) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.stores = StoreResolver(settings)
+        self.runs = RunReconciler(kube, settings, self.stores)
+        self.pipelines = PipelineReconciler(kube, self.stores, self.kick_run)
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_environment(cls) -> Controller:
+        return cls(Settings.from_env(), KubeClient(Connection.from_environment()))
+
+    async def reconcile_run(self, namespace: str, name: str) -> None:
+        outcome = await self.runs.reconcile(namespace, name)
+        if outcome.finished:
+            self._cancel_timer(namespace, name)
+            pipeline = await self._pipeline_of(namespace, name)
+            if pipeline:  # a slot is free: queued runs of the same pipeline may start
+                await self.pipelines.reconcile(namespace, pipeline)
+        elif outcome.requeue is not None:
+            self.requeue(namespace, name, outcome.requeue)
+
+    async def kick_run(self, namespace: str, name: str) -> None:
+        self.requeue(namespace, name, 0)
+
+    def requeue(self, namespace: str, name: str, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        key = (namespace, name)
+        current = self._timers.get(key)
+        if current is not None and current.when() <= loop.time() + delay:
+            return
+        if current is not None:
+            current.cancel()
+        self._timers[key] = loop.call_later(delay, self._spawn, namespace, name)
+
+    def _spawn(self, namespace: str, name: str) -> None:
+        self._timers.pop((namespace, name), None)
+        task = asyncio.get_running_loop().create_task(self._safe_reconcile(namespace, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _safe_reconcile(self, namespace: str, name: str) -> None:
+        try:
+            await self.reconcile_run(namespace, name)
+        except Exception:
+            log.exception("reconciling PipelineRun %s/%s failed; retrying", namespace, name)
+            self.requeue(namespace, name, self.settings.resync_seconds)
+
+    def _cancel_timer(self, namespace: str, name: str) -> None:
+        timer = self._timers.pop((namespace, name), None)
+        if timer is not None:
+            timer.cancel()
+
+    async def _pipeline_of(self, namespace: str, run: str) -> str | None:
+        from conveyor.kube.client import PIPELINERUNS
+
+        body = await self.kube.get(PIPELINERUNS, namespace, run)
+        ref = (body or {}).get("spec", {}).get("pipelineRef") or {}
+        return ref.get("name")
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.kube.close()

@@ -1,0 +1,142 @@
+"""Pure builders of the Kubernetes objects the operator creates (validated in tests against
+the official schemas and the restricted Pod Security profile)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.api.common import API_VERSION, S3Store
+from conveyor.api.pipeline import Stage
+from conveyor.engine.invocation import ENV_VAR, StageInvocation
+from conveyor.engine.names import child_name, standard_labels
+from conveyor.engine.params import substitute
+from conveyor.kube.settings import Settings
+
+RUN_UID = 10001
+TERMINATION_LOG = "/dev/termination-log"
+CACHE_KEY_ANNOTATION = "conveyor.dev/cache-key"
+
+
+@dataclass(frozen=True)
+class Owner:
+    kind: str
+    name: str
+    uid: str
+    namespace: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def job_name(run: str, stage: str) -> str:
+    return child_name(run, stage)
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_UID,
+        "runAsGroup": RUN_UID,
+        "fsGroup": RUN_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def store_env(s3: S3Store | None, settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
+    """Environment for reaching the store, and the Secret holding its credentials."""
+    env = []
+    endpoint = (s3.endpoint if s3 else None) or settings.s3_endpoint
+    if endpoint:
+        env.append({"name": "CONVEYOR_S3_ENDPOINT", "value": endpoint})
+    if s3 and s3.region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": s3.region})
+    secret = (s3.credentials_secret if s3 else None) or settings.credentials_secret
+    return env, secret
+
+
+def desired_job(
+    owner: Owner,
+    pipeline: str,
+    stage: Stage,
+    inv: StageInvocation,
+    s3: S3Store | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    name = job_name(owner.name, stage.name)
+    labels = standard_labels(
+        component="stage", instance=owner.name, pipeline=pipeline, run=owner.name, stage=stage.name
+    )
+    env, secret = store_env(s3, settings)
+    env += [
+        {"name": ENV_VAR, "value": inv.to_json()},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "CONVEYOR_TERMINATION_LOG", "value": TERMINATION_LOG},
+    ]
+    env += [{"name": e.name, "value": substitute(e.value, inv.params)} for e in stage.env]
+    container: dict[str, Any] = {
+        "name": "stage",
+        "image": stage.image or settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "env": env,
+        "securityContext": restricted_container_security(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if stage.uses is not None:
+        container["command"] = ["conveyor", "stage"]
+    else:
+        if stage.command:
+            container["command"] = substitute(list(stage.command), inv.params)
+        if stage.args:
+            container["args"] = substitute(list(stage.args), inv.params)
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    if stage.resources is not None:
+        container["resources"] = stage.resources.model_dump(exclude_none=True)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": restricted_pod_security(),
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if settings.stage_service_account:
+        pod_spec["serviceAccountName"] = settings.stage_service_account
+    spec: dict[str, Any] = {
+        "backoffLimit": stage.retries,
+        "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if stage.timeout_seconds is not None:
+        spec["activeDeadlineSeconds"] = stage.timeout_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": {CACHE_KEY_ANNOTATION: inv.cache_key},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,49 @@
+"""The operator's settings: one object, built once at start from CONVEYOR_* variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field, ValidationError
+
+from conveyor import __version__
+
+PREFIX = "CONVEYOR_"
+
+
+class Settings(BaseModel):
+    image: str = Field(
+        default=f"ghcr.io/conveyor-ml/conveyor:{__version__}",
+        description="Image of built-in stage pods and model servers.",
+    )
+    image_pull_policy: str = "IfNotPresent"
+    store: str | None = Field(
+        default=None, description="s3://bucket/prefix for pipelines without spec.artifacts.s3"
+    )
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint (MinIO) of `store`.")
+    credentials_secret: str | None = Field(
+        default=None,
+        description="Secret with S3 credentials for stage pods, when the pipeline names none.",
+    )
+    job_ttl_seconds: int = Field(default=3600, ge=0)
+    resync_seconds: float = Field(default=10.0, gt=0)
+    stage_service_account: str | None = None
+    namespaces: list[str] = Field(default_factory=list)
+    metrics_port: int = 8080
+    health_port: int = 8081
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = env.get(PREFIX + name.upper())
+            if raw is None:
+                continue
+            values[name] = [v for v in raw.split(",") if v] if name == "namespaces" else raw
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            bad = ", ".join(f"{PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"invalid operator settings: {bad}") from None

@@ -1,0 +1,42 @@
+"""Which artifact store a pipeline uses on the cluster, opened with the operator's own
+credentials (its environment, from a Secret); the operator never reads other Secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.api.common import S3Store as S3Spec
+from conveyor.api.pipeline import PipelineSpec
+from conveyor.artifacts.store import S3Store, Store, make_s3_client
+from conveyor.engine.validation import InvalidResource, Problem
+from conveyor.kube.settings import Settings
+
+
+class StoreResolver:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._clients: dict[tuple[str | None, str | None], Any] = {}
+
+    def spec_for(self, spec: PipelineSpec) -> S3Spec:
+        if spec.artifacts and spec.artifacts.s3:
+            return spec.artifacts.s3
+        if self.settings.store and self.settings.store.startswith("s3://"):
+            bucket, _, prefix = self.settings.store[5:].partition("/")
+            return S3Spec(bucket=bucket, prefix=prefix, endpoint=self.settings.s3_endpoint)
+        raise InvalidResource(
+            [
+                Problem(
+                    "spec.artifacts.s3",
+                    "no artifact store: the pipeline names none and the operator has no default",
+                    "set spec.artifacts.s3, or CONVEYOR_STORE on the operator",
+                )
+            ]
+        )
+
+    def for_pipeline(self, spec: PipelineSpec) -> tuple[Store, S3Spec]:
+        s3 = self.spec_for(spec)
+        endpoint = s3.endpoint or self.settings.s3_endpoint
+        key = (endpoint, s3.region)
+        if key not in self._clients:
+            self._clients[key] = make_s3_client(endpoint, s3.region)
+        return S3Store(s3.bucket, s3.prefix, client=self._clients[key]), s3

@@ -1,0 +1,182 @@
+"""A Kubernetes API that runs here: the kmock emulator, plus what the real API server adds.
+
+kmock stores objects as given, over real HTTP. This subclass plays the rest of the API server
+the operator relies on: it stamps uid, creationTimestamp, resourceVersion and generation, and
+records every (verb, resource) it is sent, so the Helm chart's RBAC can be checked against
+what the operator really does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import kmock
+import yaml
+from kmock._internal import enums, parsing, rendering
+
+from conveyor.api.crd import all_crds
+
+# What the operator's code and Kopf need discovered: our CRDs and the built-in kinds.
+BUILTIN = {
+    "v1/namespaces": dict(kind="Namespace", namespaced=False),
+    "v1/pods": dict(kind="Pod", namespaced=True),
+    "v1/events": dict(kind="Event", namespaced=True),
+    "v1/secrets": dict(kind="Secret", namespaced=True),
+    "v1/services": dict(kind="Service", namespaced=True),
+    "batch/v1/jobs": dict(kind="Job", namespaced=True, subresources={"status"}),
+    "apps/v1/deployments": dict(kind="Deployment", namespaced=True, subresources={"status"}),
+    "events.k8s.io/v1/events": dict(kind="Event", namespaced=True),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": dict(
+        kind="CustomResourceDefinition", namespaced=False
+    ),
+}
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+def _parse_path(path: str) -> Any:
+    """kmock 0.8 reads `/api/v1/namespaces[/NAME]` as a namespace with no resource; the real
+    API server reads it as the cluster-scoped `namespaces` resource (Kopf lists it)."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None)
+    return _original_parse_path(path)
+
+
+_original_parse_path = parsing.parse_path
+parsing.parse_path = _parse_path
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    """The emulator with the API server's bookkeeping and a log of (verb, resource)."""
+
+    calls: Counter[tuple[str, str]] = attrs.field(factory=Counter, init=False)
+    creates: Counter[tuple[str, str, str]] = attrs.field(factory=Counter, init=False)
+    _rv: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _handle(self, request: rendering.Request) -> Any:
+        if request.resource is not None:
+            self._record(request)
+            self._stamp(request)
+        return await super()._handle(request)
+
+    def _record(self, request: rendering.Request) -> None:
+        res = request.resource
+        if res is None or not isinstance(res.plural, str):
+            return  # discovery
+        plural = res.plural + (f"/{request.subresource}" if request.subresource else "")
+        group = res.group or "core"
+        verb = {
+            enums.action.LIST: "list",
+            enums.action.WATCH: "watch",
+            enums.action.FETCH: "get",
+            enums.action.CREATE: "create",
+            enums.action.UPDATE: "patch",
+            enums.action.DELETE: "delete",
+        }.get(request.action)
+        if verb:
+            self.calls[(verb, f"{group}/{plural}")] += 1
+        if verb == "create" and isinstance(request.data, dict):
+            meta = request.data.get("metadata", {})
+            ns = request.namespace or meta.get("namespace") or ""
+            self.creates[(f"{group}/{plural}", ns, meta.get("name", ""))] += 1
+
+    def _stamp(self, request: rendering.Request) -> None:
+        data = request.data
+        if not isinstance(data, dict):
+            return
+        if request.action == enums.action.CREATE:
+            meta = data.setdefault("metadata", {})
+            if request.namespace and "namespace" not in meta:
+                meta["namespace"] = request.namespace
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", now_iso())
+            meta["resourceVersion"] = str(next(self._rv))
+            meta["generation"] = 1
+        elif request.action == enums.action.UPDATE and request.name:
+            meta = data.setdefault("metadata", {})
+            meta["resourceVersion"] = str(next(self._rv))
+            key = (request.resource, request.namespace, request.name)
+            if "spec" in data and not request.subresource and key in self._objects:
+                current = self._objects[key].get("metadata", {}).get("generation", 1)
+                meta["generation"] = int(current) + 1
+
+    # helpers for tests -----------------------------------------------------------------------
+    def declare(self) -> None:
+        for key, info in BUILTIN.items():
+            self.resources[key] = kmock.ResourceInfo(verbs=VERBS, **info)
+        for crd in all_crds().values():
+            spec = crd["spec"]
+            self.resources[f"{spec['group']}/{spec['versions'][0]['name']}/{spec['names']['plural']}"] = (
+                kmock.ResourceInfo(
+                    kind=spec["names"]["kind"],
+                    namespaced=True,
+                    verbs=VERBS,
+                    singular=spec["names"]["singular"],
+                    shortnames=set(spec["names"]["shortNames"]),
+                    categories=set(spec["names"]["categories"]),
+                    subresources={"status"},
+                )
+            )
+            self.objects[
+                "apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]
+            ] = crd
+        self.objects["v1/namespaces", None, "default"] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "default"},
+        }
+
+    def objects_of(self, resource: str, namespace: str = "default") -> list[dict[str, Any]]:
+        out = []
+        for key in list(self.objects):
+            res, ns, _ = key[:3]
+            if _resource_key(res) == resource and ns == namespace:
+                obj = self.objects[key]
+                if not obj.deleted:
+                    out.append(dict(obj.raw))
+        return out
+
+    def get_object(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        for obj in self.objects_of(resource, namespace):
+            if obj.get("metadata", {}).get("name") == name:
+                return obj
+        return None
+
+
+def _resource_key(res: Any) -> str:
+    group = getattr(res, "group", "")
+    version = getattr(res, "version", "")
+    plural = getattr(res, "plural", "")
+    return f"{group}/{version}/{plural}" if group else f"{version}/{plural}"
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "emulator",
+                "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {
+                        "name": "emulator",
+                        "context": {"cluster": "emulator", "user": "tester", "namespace": "default"},
+                    }
+                ],
+            }
+        )
+    )
+    return path

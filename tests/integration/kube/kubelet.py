@@ -1,0 +1,256 @@
+"""The Job controller and the kubelet, played by the tests.
+
+For every Job the operator creates in the emulator, this runs the container's command and
+environment as a local process (`conveyor` means this Python's `-m conveyor`), keeps a Pod
+object with the container's state (termination message included), retries failed pods up to
+`backoffLimit`, kills the pod at `activeDeadlineSeconds`, and writes the Job's status
+(`active`, `succeeded`, `failed`, `startTime`, conditions `Complete`/`Failed`) the way the
+Job controller does. A Job deleted while running has its process killed.
+
+`mode="instant"` marks every Job complete at once without running anything (benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.integration.kube.cluster import ApiServer, now_iso
+
+JOBS = "batch/v1/jobs"
+
+
+@dataclass
+class Kubelet:
+    api: ApiServer
+    namespace: str = "default"
+    mode: str = "run"  # run | instant
+    base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    poll: float = 0.02
+    seen: set[str] = field(default_factory=set)
+    started: list[str] = field(default_factory=list)
+    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _loop: asyncio.Task[None] | None = None
+    max_parallel: int = 8
+
+    async def __aenter__(self) -> Kubelet:
+        self._sem = asyncio.Semaphore(self.max_parallel)
+        self._loop = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._loop is not None
+        self._loop.cancel()
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(self._loop, *self._tasks.values(), return_exceptions=True)
+
+    async def _watch(self) -> None:
+        while True:
+            for job in self.api.objects_of(JOBS, self.namespace):
+                uid = job["metadata"]["uid"]
+                if uid not in self.seen:
+                    self.seen.add(uid)
+                    self.started.append(job["metadata"]["name"])
+                    self._tasks[uid] = asyncio.create_task(self._run_job(job))
+            await asyncio.sleep(self.poll)
+
+    # the Job controller ----------------------------------------------------------------------
+    async def _patch_job(self, name: str, status: dict[str, Any]) -> None:
+        url = f"/apis/batch/v1/namespaces/{self.namespace}/jobs/{name}/status"
+        resp = await self.api.patch(
+            url, json={"status": status}, headers={"Content-Type": "application/merge-patch+json"}
+        )
+        resp.release()
+
+    def _job_exists(self, job: dict[str, Any]) -> bool:
+        current = self.api.get_object(JOBS, self.namespace, job["metadata"]["name"])
+        return current is not None and current["metadata"]["uid"] == job["metadata"]["uid"]
+
+    async def _run_job(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        spec = job["spec"]
+        start = now_iso()
+        if self.mode == "instant":
+            await self._patch_job(
+                name,
+                {
+                    "startTime": start,
+                    "succeeded": 1,
+                    "completionTime": now_iso(),
+                    "conditions": [_cond("Complete")],
+                },
+            )
+            return
+        async with self._sem:
+            deadline = spec.get("activeDeadlineSeconds")
+            limit = int(spec.get("backoffLimit", 6))
+            loop = asyncio.get_running_loop()
+            ends_at = loop.time() + deadline if deadline else None
+            failed = 0
+            await self._patch_job(name, {"startTime": start, "active": 1})
+            while True:
+                code = await self._run_pod(job, failed, ends_at)
+                if code is None:  # deadline or deletion
+                    if self._job_exists(job):
+                        await self._patch_job(
+                            name,
+                            {
+                                "active": 0,
+                                "failed": failed + 1,
+                                "conditions": [
+                                    _cond(
+                                        "Failed",
+                                        "DeadlineExceeded",
+                                        "Job was active longer than specified deadline",
+                                    )
+                                ],
+                            },
+                        )
+                    return
+                if code == 0:
+                    await self._patch_job(
+                        name,
+                        {
+                            "active": 0,
+                            "succeeded": 1,
+                            "completionTime": now_iso(),
+                            "conditions": [_cond("Complete")],
+                        },
+                    )
+                    return
+                failed += 1
+                if failed > limit:
+                    await self._patch_job(
+                        name,
+                        {
+                            "active": 0,
+                            "failed": failed,
+                            "conditions": [
+                                _cond(
+                                    "Failed",
+                                    "BackoffLimitExceeded",
+                                    "Job has reached the specified backoff limit",
+                                )
+                            ],
+                        },
+                    )
+                    return
+                await self._patch_job(name, {"active": 1, "failed": failed})
+
+    # the kubelet -----------------------------------------------------------------------------
+    async def _run_pod(self, job: dict[str, Any], attempt: int, ends_at: float | None) -> int | None:
+        pod_name = f"{job['metadata']['name']}-{attempt}"
+        template = job["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        labels = {
+            **template["metadata"].get("labels", {}),
+            "job-name": job["metadata"]["name"],
+            "batch.kubernetes.io/job-name": job["metadata"]["name"],
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": self.namespace,
+                "labels": labels,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": job["metadata"]["name"],
+                        "uid": job["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": template["spec"],
+            "status": {"phase": "Running"},
+        }
+        resp = await self.api.post(f"/api/v1/namespaces/{self.namespace}/pods", json=pod)
+        resp.release()
+        with tempfile.TemporaryDirectory(prefix="kubelet-") as tmp:
+            termlog = Path(tmp) / "termination-log"
+            env = {
+                **self.base_env,
+                **self._env(container),
+                "HOME": tmp,
+                "CONVEYOR_TERMINATION_LOG": str(termlog),
+                "TMPDIR": tmp,
+            }
+            argv = [*container.get("command", []), *container.get("args", [])]
+            if argv[:1] == ["conveyor"]:
+                argv = [sys.executable, "-m", "conveyor", *argv[1:]]
+            log = Path(tmp) / "log"
+            with log.open("wb") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True
+                )
+                code = await self._wait(proc, job, ends_at)
+            message = termlog.read_text() if termlog.exists() else ""
+            if not message.strip() and code not in (0, None):
+                message = "\n".join(
+                    log.read_text(errors="replace").splitlines()[-20:]
+                )  # FallbackToLogsOnError
+        state = {
+            "terminated": {
+                "exitCode": code if code is not None else 137,
+                "message": message,
+                "reason": "Completed" if code == 0 else "Error",
+                "finishedAt": now_iso(),
+            }
+        }
+        status = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [{"name": container["name"], "state": state}],
+        }
+        resp = await self.api.patch(
+            f"/api/v1/namespaces/{self.namespace}/pods/{pod_name}/status",
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        resp.release()
+        return code
+
+    async def _wait(
+        self, proc: asyncio.subprocess.Process, job: dict[str, Any], ends_at: float | None
+    ) -> int | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(proc.wait(), timeout=0.05)
+            if (ends_at is not None and loop.time() > ends_at) or not self._job_exists(job):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+                return None
+
+    def _env(self, container: dict[str, Any]) -> dict[str, str]:
+        env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+        for source in container.get("envFrom", []):
+            name = source.get("secretRef", {}).get("name")
+            secret = self.api.get_object("v1/secrets", self.namespace, name) if name else None
+            if secret is None:
+                raise RuntimeError(f"pod needs Secret {name!r}, which does not exist")
+            for key, value in (secret.get("data") or {}).items():
+                env[key] = base64.b64decode(value).decode()
+            env.update(secret.get("stringData") or {})
+        return env
+
+
+def _cond(type_: str, reason: str = "", message: str = "") -> dict[str, Any]:
+    cond = {"type": type_, "status": "True", "lastTransitionTime": now_iso(), "lastProbeTime": now_iso()}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    return cond
