@@ -82,3 +82,74 @@ def cel_errors(schema: dict[str, Any], value: Any, old: Any = None, path: str = 
         for i, item in enumerate(value):
             errors += cel_errors(schema["items"], item, None, f"{path}[{i}]")
     return errors
+
+
+# The restricted Pod Security Standard (https://kubernetes.io/docs/concepts/security/pod-security-standards/)
+_ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
+    """What in a pod spec breaks the restricted profile (baseline checks included)."""
+    bad = []
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            bad.append(f"{flag} is set")
+    for vol in pod_spec.get("volumes", []):
+        kinds = set(vol) - {"name"}
+        if not kinds <= _ALLOWED_VOLUMES:
+            bad.append(f"volume {vol['name']} uses {kinds - _ALLOWED_VOLUMES}")
+    pod_sc = pod_spec.get("securityContext", {})
+    if pod_sc.get("sysctls"):
+        bad.append("sysctls are set")
+    containers = [
+        *pod_spec.get("initContainers", []),
+        *pod_spec.get("containers", []),
+        *pod_spec.get("ephemeralContainers", []),
+    ]
+    if not containers:
+        bad.append("no containers")
+    for c in containers:
+        sc = c.get("securityContext", {})
+        name = c.get("name")
+        if sc.get("privileged"):
+            bad.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{name}: allowPrivilegeEscalation is not false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            bad.append(f"{name}: capabilities do not drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            bad.append(f"{name}: adds capabilities {caps['add']}")
+        if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
+            bad.append(f"{name}: runAsNonRoot is not true")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            bad.append(f"{name}: runs as UID 0")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"{name}: seccompProfile is {seccomp!r}")
+        for port in c.get("ports", []):
+            if port.get("hostPort"):
+                bad.append(f"{name}: hostPort {port['hostPort']}")
+        if sc.get("procMount", "Default") != "Default":
+            bad.append(f"{name}: procMount {sc['procMount']}")
+    return bad
+
+
+def pod_spec_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    kind = obj.get("kind")
+    if kind == "Pod":
+        return dict(obj["spec"])
+    if kind in ("Job", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+        return dict(obj["spec"]["template"]["spec"])
+    if kind == "CronJob":
+        return dict(obj["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    return None

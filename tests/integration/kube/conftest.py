@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import kmock
+import kopf
 import pytest
 import pytest_asyncio
 
+import conveyor.kube.handlers  # noqa: F401  (registers the operator's handlers)
 from conveyor.kube.client import Connection, KubeClient
 from conveyor.kube.controller import Controller
 from conveyor.kube.settings import Settings
 from tests.integration.kube.cluster import ApiServer, write_kubeconfig
 from tests.integration.kube.kubelet import Kubelet
+from tests.k8s import pod_spec_of, restricted_violations, validate_custom, validate_k8s
 
 CALLS_FILE = Path(__file__).resolve().parents[2] / "operator-api-calls.json"
 _ALL_CALLS: set[tuple[str, str]] = set()
@@ -41,6 +44,21 @@ async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", str(server.url))))
         yield server
         _ALL_CALLS.update(k for k in server.calls if not k[1].startswith("apiextensions"))
+        check_stored_objects(server)
+
+
+def check_stored_objects(server: ApiServer) -> None:
+    """Every object in the emulator, whoever wrote it, is valid: Kubernetes kinds against the
+    official schemas (strict), Conveyor kinds against their CRD; pods pass the restricted profile."""
+    for resource in ("batch/v1/jobs", "v1/events", "apps/v1/deployments", "v1/services"):
+        for obj in server.objects_of(resource):
+            validate_k8s(obj)
+            spec = pod_spec_of(obj)
+            if spec is not None:
+                assert restricted_violations(spec) == [], obj["metadata"]["name"]
+    for plural in ("pipelines", "pipelineruns", "modeldeployments"):
+        for obj in server.objects_of(f"conveyor.dev/v1alpha1/{plural}"):
+            assert validate_custom(obj) == [], (obj["metadata"]["name"], obj.get("status"))
 
 
 @pytest.fixture
@@ -84,40 +102,56 @@ async def credentials_secret(api: ApiServer) -> None:
     )
 
 
+_EMULATOR = {"server": ""}
+
+
+@kopf.on.login()
+def _login_to_the_emulator(**_: Any) -> kopf.ConnectionInfo:
+    """Kopf's default login reads $KUBECONFIG once per process; each test has its own emulator."""
+    return kopf.ConnectionInfo(server=_EMULATOR["server"], insecure=True)
+
+
 class OperatorProcess:
-    """The real operator (Kopf + Conveyor's handlers) in this event loop; restartable."""
+    """The real operator (Kopf + Conveyor's handlers) in a thread with its own event loop, as
+    a separate process would be (stopping Kopf cancels every task of its loop); restartable."""
 
     def __init__(self, api: ApiServer, settings: Settings) -> None:
         self.api = api
         self.settings = settings
-        self.task: asyncio.Task[Any] | None = None
-        self.controller: Controller | None = None
+        self.thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
 
     async def start(self) -> None:
-        import kopf
+        server = str(self.api.url).rstrip("/")
+        _EMULATOR["server"] = server
+        self.stop_flag = threading.Event()
 
-        import conveyor.kube.handlers  # noqa: F401  (registers the handlers)
-
-        self.stop_flag = asyncio.Event()
-        self.controller = Controller(
-            self.settings, KubeClient(Connection(server=str(self.api.url).rstrip("/")))
-        )
-        self.task = asyncio.create_task(
-            kopf.operator(
+        async def main() -> None:
+            controller = Controller(self.settings, KubeClient(Connection(server=server)))
+            await kopf.operator(
                 standalone=True,
                 namespaces=["default"],
-                memo=kopf.Memo(controller=self.controller),
+                memo=kopf.Memo(controller=controller),
                 stop_flag=self.stop_flag,
             )
-        )
+
+        def run() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as err:  # surfaced by stop()
+                self.errors.append(err)
+
+        self.thread = threading.Thread(target=run, name="operator", daemon=True)
+        self.thread.start()
 
     async def stop(self) -> None:
-        if self.task is None:
+        if self.thread is None:
             return
         self.stop_flag.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self.task, timeout=20)
-        self.task = None
+        await asyncio.to_thread(self.thread.join, 30)
+        assert not self.thread.is_alive(), "the operator did not stop"
+        self.thread = None
+        assert not self.errors, self.errors
 
 
 @pytest_asyncio.fixture
