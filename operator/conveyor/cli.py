@@ -177,6 +177,72 @@ def cmd_show(args: argparse.Namespace) -> int:
     raise CliError(f"no run {args.run!r} in {args.store}; `conveyor runs` lists them")
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from conveyor.api.pipeline import Pipeline
+    from conveyor.api.pipelinerun import PipelineRun
+    from conveyor.engine.validation import InvalidResource
+    from conveyor.kube.render import render_jobs
+    from conveyor.kube.settings import Settings
+    from conveyor.resources import load_documents, validate_files
+
+    paths = [Path(f) for f in args.file]
+    problems = validate_files(paths)
+    if problems:
+        raise CliError("invalid resource:\n" + "\n".join(f"  {w}: {p}" for w, p in problems))
+    docs = [d.body for p in paths for d in load_documents(p)]
+    pipelines = [Pipeline.model_validate(d) for d in docs if d.get("kind") == "Pipeline"]
+    runs = [PipelineRun.model_validate(d) for d in docs if d.get("kind") == "PipelineRun"]
+    run = runs[0] if runs else None
+    if run is not None and run.spec.pipeline_spec is not None:
+        pipeline = Pipeline(metadata=run.metadata, spec=run.spec.pipeline_spec)
+    else:
+        wanted = run.spec.pipeline_ref.name if run and run.spec.pipeline_ref else None
+        found = [p for p in pipelines if wanted is None or p.metadata.name == wanted]
+        if not found:
+            raise CliError(f"no Pipeline {wanted or ''} among the files: pass it with -f")
+        pipeline = found[0]
+    settings = Settings.from_env()
+    if args.image:
+        settings.image = args.image
+    if args.store:
+        settings.store = args.store
+    try:
+        jobs = render_jobs(pipeline, run, settings)
+    except InvalidResource as err:
+        raise CliError("\n".join(map(str, err.problems))) from None
+    print(yaml.safe_dump_all(jobs, sort_keys=False, width=110), end="")
+    return 0
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    import kopf
+    import prometheus_client
+
+    import conveyor.kube.handlers  # noqa: F401  (registers the handlers)
+    from conveyor.kube.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    namespaces = args.namespace or settings.namespaces
+    if not namespaces and not args.all_namespaces:
+        raise CliError("watch what? pass --namespace NS (repeatable) or --all-namespaces")
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port)
+    kopf.configure(verbose=args.debug)
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        clusterwide=args.all_namespaces,
+        namespaces=[] if args.all_namespaces else namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__)
     parser.add_argument("--version", action="version", version=f"conveyor {__version__}")
@@ -213,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="crds", help="folder (default: crds)")
 
     add("stage", cmd_stage, "Run one stage from $CONVEYOR_INVOCATION (what a Job pod runs).")
+
+    p = add("render", cmd_render, "Print the Jobs the operator would create for a run.")
+    p.add_argument("-f", "--file", action="append", required=True, help="Pipeline / PipelineRun YAML")
+    p.add_argument("--image", help="the stage image (default: $CONVEYOR_IMAGE or the release image)")
+    p.add_argument(
+        "--store",
+        help="s3://bucket/prefix for pipelines without spec.artifacts.s3 "
+        "(default: $CONVEYOR_STORE, as the operator)",
+    )
+
+    p = add("operator", cmd_operator, "Run the Kubernetes operator (settings from CONVEYOR_* env).")
+    p.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace")
+    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p.add_argument("--peering", metavar="NAME", help="Kopf peering for HA (default: standalone)")
 
     for name, fn, help_ in (
         ("runs", cmd_runs, "List the runs in a store."),

@@ -16,10 +16,12 @@ from typing import Any
 
 import aiohttp
 
+from conveyor import __version__
 from conveyor.api.common import GROUP, VERSION
 
 Body = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = f"conveyor-operator/{__version__}"
 
 
 class ApiError(RuntimeError):
@@ -88,7 +90,7 @@ class KubeClient:
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=self.conn.headers,
+                headers={"User-Agent": USER_AGENT, **self.conn.headers},
                 timeout=aiohttp.ClientTimeout(total=30),
                 connector=aiohttp.TCPConnector(ssl=self.conn.ssl_context, limit=32),
             )

@@ -124,7 +124,7 @@ def desired_job(
     spec: dict[str, Any] = {
         "backoffLimit": stage.retries,
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
     if stage.timeout_seconds is not None:
         spec["activeDeadlineSeconds"] = stage.timeout_seconds

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from conveyor.api.common import S3Store as S3Spec
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.artifacts.store import S3Store, Store, make_s3_client
-from conveyor.engine.validation import InvalidResource, Problem
+from conveyor.engine.validation import InvalidResource, Problem, pydantic_problems
 from conveyor.kube.settings import Settings
 
 
@@ -22,7 +24,10 @@ class StoreResolver:
             return spec.artifacts.s3
         if self.settings.store and self.settings.store.startswith("s3://"):
             bucket, _, prefix = self.settings.store[5:].partition("/")
-            return S3Spec(bucket=bucket, prefix=prefix, endpoint=self.settings.s3_endpoint)
+            try:
+                return S3Spec(bucket=bucket, prefix=prefix, endpoint=self.settings.s3_endpoint)
+            except ValidationError as err:
+                raise InvalidResource(pydantic_problems(err, "CONVEYOR_STORE")) from None
         raise InvalidResource(
             [
                 Problem(

@@ -36,6 +36,8 @@ BUILTIN = {
         kind="CustomResourceDefinition", namespaced=False
     ),
 }
+# The operator's requests: its own client's and Kopf's (the tests' own use aiohttp's default).
+OPERATOR_AGENTS = ("conveyor-operator/", "kopf/")
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
@@ -84,7 +86,8 @@ class ApiServer(kmock.KubernetesEmulator):
             enums.action.UPDATE: "patch",
             enums.action.DELETE: "delete",
         }.get(request.action)
-        if verb:
+        agent = request.headers.get("User-Agent", "")
+        if verb and agent.startswith(OPERATOR_AGENTS):
             self.calls[(verb, f"{group}/{plural}")] += 1
         if verb == "create" and isinstance(request.data, dict):
             meta = request.data.get("metadata", {})

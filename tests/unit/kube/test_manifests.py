@@ -1,0 +1,200 @@
+"""Manifest builders and `conveyor render`: whole-dict comparisons, official schemas, restricted PSS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conveyor.api.common import S3Store
+from conveyor.api.pipeline import Stage
+from conveyor.engine.invocation import StageInvocation
+from conveyor.kube.manifests import Owner, desired_job
+from conveyor.kube.settings import Settings
+from tests.conftest import EXAMPLES
+from tests.k8s import restricted_violations, validate_k8s
+
+OWNER = Owner("PipelineRun", "r1", "uid-1", "ml")
+INV = StageInvocation(
+    namespace="ml",
+    pipeline="p",
+    run="r1",
+    stage="train",
+    uses="train",
+    params={"who": "me"},
+    store="s3://b/x",
+    output_prefix="s3://b/x/ml/p/r1/train",
+    cache_key="k",
+)
+
+
+def test_builtin_stage_job_whole() -> None:
+    stage = Stage.model_validate(
+        {
+            "name": "train",
+            "uses": "train",
+            "retries": 2,
+            "timeoutSeconds": 600,
+            "resources": {"limits": {"cpu": "2", "memory": "4Gi"}},
+            "env": [{"name": "WHO", "value": "$(params.who)"}],
+        }
+    )
+    s3 = S3Store(bucket="bkt", prefix="x", endpoint="http://minio:9000", credentialsSecret="s3")
+    job = desired_job(OWNER, "p", stage, INV, s3, Settings(image="conveyor:1", job_ttl_seconds=60))
+    labels = {
+        "app.kubernetes.io/name": "conveyor",
+        "app.kubernetes.io/instance": "r1",
+        "app.kubernetes.io/component": "stage",
+        "app.kubernetes.io/part-of": "conveyor",
+        "app.kubernetes.io/managed-by": "conveyor-operator",
+        "conveyor.dev/pipeline": "p",
+        "conveyor.dev/pipelinerun": "r1",
+        "conveyor.dev/stage": "train",
+    }
+    assert job == {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "r1-train",
+            "namespace": "ml",
+            "labels": labels,
+            "annotations": {"conveyor.dev/cache-key": "k"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "conveyor.dev/v1alpha1",
+                    "kind": "PipelineRun",
+                    "name": "r1",
+                    "uid": "uid-1",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "ttlSecondsAfterFinished": 60,
+            "activeDeadlineSeconds": 600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "stage",
+                            "image": "conveyor:1",
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["conveyor", "stage"],
+                            "env": [
+                                {"name": "CONVEYOR_S3_ENDPOINT", "value": "http://minio:9000"},
+                                {"name": "CONVEYOR_INVOCATION", "value": INV.to_json()},
+                                {"name": "HOME", "value": "/tmp"},
+                                {"name": "CONVEYOR_TERMINATION_LOG", "value": "/dev/termination-log"},
+                                {"name": "WHO", "value": "me"},
+                            ],
+                            "envFrom": [{"secretRef": {"name": "s3"}}],
+                            "resources": {"limits": {"cpu": "2", "memory": "4Gi"}},
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "runAsNonRoot": True,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "terminationMessagePath": "/dev/termination-log",
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    validate_k8s(job)
+    assert restricted_violations(job["spec"]["template"]["spec"]) == []
+
+
+def test_custom_stage_job_uses_its_image_and_command() -> None:
+    stage = Stage.model_validate(
+        {"name": "x", "image": "repo/etl:2", "command": ["etl"], "args": ["--who", "$(params.who)"]}
+    )
+    job = desired_job(OWNER, "p", stage, INV, None, Settings(credentials_secret="default-s3"))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert (container["image"], container["command"], container["args"]) == (
+        "repo/etl:2",
+        ["etl"],
+        ["--who", "me"],
+    )
+    assert container["envFrom"] == [{"secretRef": {"name": "default-s3"}}]
+    assert "activeDeadlineSeconds" not in job["spec"]
+    validate_k8s(job)
+
+
+def test_restricted_checker_catches_violations() -> None:
+    assert restricted_violations(
+        {
+            "hostNetwork": True,
+            "containers": [{"name": "c"}],
+            "volumes": [{"name": "v", "hostPath": {"path": "/"}}],
+        }
+    ) == [
+        "hostNetwork is set",
+        "volume v uses {'hostPath'}",
+        "c: allowPrivilegeEscalation is not false",
+        "c: capabilities do not drop ALL",
+        "c: runAsNonRoot is not true",
+        "c: seccompProfile is None",
+    ]
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["breast-cancer/pipeline.yaml", "breast-cancer/run.yaml"],
+        ["penguins/pipeline.yaml"],
+    ],
+)
+def test_render_output_is_valid_and_restricted(files: list[str]) -> None:
+    args = [a for f in files for a in ("-f", str(EXAMPLES / f))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor", "render", *args, "--store", "s3://mlops/cv"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    jobs = list(yaml.safe_load_all(proc.stdout))
+    assert len(jobs) == 5
+    assert "&id" not in proc.stdout  # no YAML anchors: plain manifests
+    for job in jobs:
+        validate_k8s(job)
+        assert restricted_violations(job["spec"]["template"]["spec"]) == []
+
+
+def test_render_without_a_store_says_how_to_fix() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor", "render", "-f", str(EXAMPLES / "breast-cancer" / "pipeline.yaml")],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in __import__("os").environ.items() if k != "CONVEYOR_STORE"},
+    )
+    assert proc.returncode == 1
+    assert "set spec.artifacts.s3, or CONVEYOR_STORE" in proc.stderr
+
+
+def test_settings_from_env() -> None:
+    s = Settings.from_env(
+        {"CONVEYOR_IMAGE": "x:1", "CONVEYOR_NAMESPACES": "a,b", "CONVEYOR_RESYNC_SECONDS": "3"}
+    )
+    assert (s.image, s.namespaces, s.resync_seconds) == ("x:1", ["a", "b"], 3.0)
+    with pytest.raises(ValueError, match="CONVEYOR_JOB_TTL_SECONDS"):
+        Settings.from_env({"CONVEYOR_JOB_TTL_SECONDS": "-1"})
