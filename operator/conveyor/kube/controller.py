@@ -34,8 +34,8 @@ class Controller:
         if outcome.finished:
             self._cancel_timer(namespace, name)
             pipeline = await self._pipeline_of(namespace, name)
-            if pipeline:  # a slot is free: queued runs of the same pipeline may start
-                await self.pipelines.reconcile(namespace, pipeline)
+            if pipeline:  # a slot is free for queued runs; history may need pruning
+                await self.pipelines.run_finished(namespace, pipeline)
         elif outcome.requeue is not None:
             self.requeue(namespace, name, outcome.requeue)
 

@@ -95,6 +95,13 @@ class PipelineReconciler:
                 if _phase(run) == "Pending":
                     await self.kick(namespace, run["metadata"]["name"])
 
+    async def run_finished(self, namespace: str, name: str) -> None:
+        """A run of this pipeline finished: only queues and history care."""
+        body = await self.kube.get(PIPELINES, namespace, name)
+        spec = (body or {}).get("spec") or {}
+        if spec.get("maxConcurrentRuns") is not None or spec.get("historyLimit") is not None:
+            await self.reconcile(namespace, name)
+
     def _check(self, body: Body) -> tuple[list[Problem], Pipeline | None]:
         try:
             pipeline = Pipeline.model_validate(body)

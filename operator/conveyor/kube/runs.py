@@ -29,12 +29,13 @@ from conveyor.api.pipelinerun import (
 from conveyor.artifacts import layout
 from conveyor.artifacts.layout import StageResult
 from conveyor.engine.conditions import set_condition
+from conveyor.engine.dag import topological_order
 from conveyor.engine.planner import RunFacts, plan_run
 from conveyor.engine.validation import InvalidResource, check_pipeline_spec
 from conveyor.kube import metrics
 from conveyor.kube.client import JOBS, PIPELINERUNS, PIPELINES, PODS, Body, KubeClient
 from conveyor.kube.manifests import Owner, desired_job, job_name
-from conveyor.kube.observe import observe_job
+from conveyor.kube.observe import JobFacts, observe_job
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 from conveyor.orchestration import RunContext, runtime_version
@@ -253,59 +254,24 @@ class RunReconciler:
         previous: PipelineRunStatus,
         run: PipelineRun,
     ) -> tuple[dict[str, StageStatus], dict[str, StageResult]]:
-        recorded = {s.name: s for s in previous.stages}
-        stages: dict[str, StageStatus] = {}
-        results: dict[str, StageResult] = {}
-        resume = run.spec.resume_from.run if run.spec.resume_from else None
+        facts: dict[str, JobFacts] = {}
         for stage in spec.stages:
             job = jobs.get(job_name(ctx.run, stage.name))
-            before = recorded.get(stage.name)
-            if job is not None:
-                pods = (
-                    []
-                    if job.get("status", {}).get("active")
-                    else await self.kube.list(PODS, ctx.namespace, {"job-name": job["metadata"]["name"]})
-                )
-                facts = observe_job(job, pods, stage.timeout_seconds)
-                st = StageStatus(
-                    name=stage.name,
-                    phase=facts.phase,
-                    attempts=facts.attempts,
-                    start_time=facts.start_time,
-                    finish_time=facts.finish_time,
-                    message=facts.message,
-                    cache_key=facts.cache_key,
-                )
-                if facts.phase == StagePhase.SUCCEEDED:
-                    result = await _io(ctx.committed, stage.name)
-                    if result is None and stage.image is not None:
-                        result = await _io(ctx.commit_empty, stage.name)
-                    if result is None:
-                        st.phase, st.message = (
-                            StagePhase.FAILED,
-                            ("the stage's Job completed but it committed no outputs.json"),
-                        )
-                    else:
-                        results[stage.name] = result
-                        st = _succeeded(st, result)
-                        first_seen = before is None or before.phase != StagePhase.SUCCEEDED
-                        if stage.cache and facts.cache_key and first_seen:
-                            await _io(layout.cache_record, ctx.store, facts.cache_key, result)
-                stages[stage.name] = st
+            if job is None:
                 continue
-            result = await _io(ctx.committed, stage.name)
-            if result is None and resume:
-                result = await _io(ctx.committed, stage.name, resume)
-                if result is not None:
-                    result = result.model_copy(update={"reused_from": f"run:{resume}"})
-                    await _io(layout.commit_result, ctx.store, ctx.prefix(stage.name), result)
-            if result is not None:
-                results[stage.name] = result
-                base = before or StageStatus(name=stage.name, phase=StagePhase.SUCCEEDED)
-                stages[stage.name] = _succeeded(base, result)
-            elif before is not None and before.phase in ("Failed", "Skipped", "Cancelled"):
-                stages[stage.name] = before
-        return stages, results
+            failed = any(
+                c.get("type") == "Failed" and c.get("status") == "True"
+                for c in (job.get("status") or {}).get("conditions") or []
+            )
+            pods = (
+                await self.kube.list(PODS, ctx.namespace, {"job-name": job["metadata"]["name"]})
+                if failed
+                else []
+            )
+            facts[stage.name] = observe_job(job, pods, stage.timeout_seconds)
+        resume = run.spec.resume_from.run if run.spec.resume_from else None
+        # The store is read in one go, off the event loop.
+        return await _io(observe_store, ctx, spec, facts, previous, resume)
 
     async def _start(
         self,
@@ -446,3 +412,66 @@ def _reuse_message(reused_from: str | None) -> str:
     if reused_from and reused_from.startswith("run:"):
         return f"reused from run {reused_from[4:]}"
     return ""
+
+
+def observe_store(
+    ctx: RunContext,
+    spec: PipelineSpec,
+    jobs: dict[str, JobFacts],
+    previous: PipelineRunStatus,
+    resume: str | None,
+) -> tuple[dict[str, StageStatus], dict[str, StageResult]]:
+    """Stage states from Job facts and the store, in dependency order. A stage without a Job
+    is looked up in the store only if it could have results: it ran before (its Job may have
+    been garbage-collected), it is ready (a cache hit is committed as a pointer), or the run
+    resumes another one."""
+    recorded = {s.name: s for s in previous.stages}
+    edges = {s.name: list(s.depends_on) for s in spec.stages}
+    stages: dict[str, StageStatus] = {}
+    results: dict[str, StageResult] = {}
+    for name in topological_order(edges):
+        stage = spec.stage(name)
+        before = recorded.get(name)
+        facts = jobs.get(name)
+        if facts is not None:
+            st = StageStatus(
+                name=name,
+                phase=facts.phase,
+                attempts=facts.attempts,
+                start_time=facts.start_time,
+                finish_time=facts.finish_time,
+                message=facts.message,
+                cache_key=facts.cache_key,
+            )
+            if facts.phase == StagePhase.SUCCEEDED:
+                result = ctx.committed(name)
+                if result is None and stage.image is not None:
+                    result = ctx.commit_empty(name)
+                if result is None:
+                    st.phase = StagePhase.FAILED
+                    st.message = "the stage's Job completed but it committed no outputs.json"
+                else:
+                    results[name] = result
+                    st = _succeeded(st, result)
+                    first_seen = before is None or before.phase != StagePhase.SUCCEEDED
+                    if stage.cache and facts.cache_key and first_seen:
+                        layout.cache_record(ctx.store, facts.cache_key, result)
+            stages[name] = st
+            continue
+        if before is not None and before.phase in ("Failed", "Skipped", "Cancelled"):
+            stages[name] = before
+            continue
+        ran_before = before is not None and before.phase in ("Succeeded", "Running")
+        ready = all(d in results for d in stage.depends_on)
+        if not (ran_before or ready or resume):
+            continue
+        result = ctx.committed(name)
+        if result is None and resume:
+            result = ctx.committed(name, resume)
+            if result is not None:
+                result = result.model_copy(update={"reused_from": f"run:{resume}"})
+                layout.commit_result(ctx.store, ctx.prefix(name), result)
+        if result is not None:
+            results[name] = result
+            stages[name] = _succeeded(before or StageStatus(name=name, phase=StagePhase.SUCCEEDED), result)
+    return stages, results

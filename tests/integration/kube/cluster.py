@@ -67,10 +67,27 @@ class ApiServer(kmock.KubernetesEmulator):
     _rv: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     async def _handle(self, request: rendering.Request) -> Any:
+        # kmock keeps every request for assertions and walks that history on each new one;
+        # this harness asserts on `calls`/`creates` instead, so keep the history short.
+        if len(self._requests) > 16:
+            del self._requests[:-4]
         if request.resource is not None:
             self._record(request)
             self._stamp(request)
         return await super()._handle(request)
+
+    async def _serve_list(self, request: rendering.Request) -> Any:
+        """kmock ignores label selectors; the API server applies them (equality-based here)."""
+        payload = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        if selector and isinstance(payload, dict):
+            wanted = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
+            payload["items"] = [
+                i
+                for i in payload["items"]
+                if all((i.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in wanted.items())
+            ]
+        return payload
 
     def _record(self, request: rendering.Request) -> None:
         res = request.resource
@@ -151,10 +168,19 @@ class ApiServer(kmock.KubernetesEmulator):
         return out
 
     def get_object(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
-        for obj in self.objects_of(resource, namespace):
-            if obj.get("metadata", {}).get("name") == name:
-                return obj
-        return None
+        try:
+            obj = self.objects[resource, namespace, name]
+        except KeyError:
+            return None
+        return None if obj.deleted else dict(obj.raw)
+
+    def names_of(self, resource: str, namespace: str = "default") -> list[str]:
+        """Names of live objects of a kind, without copying them."""
+        names = []
+        for key in list(self.objects):
+            if key[1] == namespace and _resource_key(key[0]) == resource and not self.objects[key].deleted:
+                names.append(key[2])
+        return names
 
 
 def _resource_key(res: Any) -> str:

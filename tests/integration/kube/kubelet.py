@@ -54,13 +54,21 @@ class Kubelet:
         await asyncio.gather(self._loop, *self._tasks.values(), return_exceptions=True)
 
     async def _watch(self) -> None:
+        known: set[str] = set()
         while True:
-            for job in self.api.objects_of(JOBS, self.namespace):
-                uid = job["metadata"]["uid"]
-                if uid not in self.seen:
-                    self.seen.add(uid)
-                    self.started.append(job["metadata"]["name"])
-                    self._tasks[uid] = asyncio.create_task(self._run_job(job))
+            names = self.api.names_of(JOBS, self.namespace)
+            for name in names:
+                if name in known:
+                    continue
+                job = self.api.get_object(JOBS, self.namespace, name)
+                uid = job["metadata"]["uid"] if job else None
+                if job is None or uid in self.seen:
+                    continue
+                known.add(name)
+                self.seen.add(uid)
+                self.started.append(name)
+                self._tasks[uid] = asyncio.create_task(self._run_job(job))
+            known &= set(names)  # a deleted Job's name may come back as a new Job
             await asyncio.sleep(self.poll)
 
     # the Job controller ----------------------------------------------------------------------
