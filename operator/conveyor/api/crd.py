@@ -128,6 +128,7 @@ KINDS: dict[str, dict[str, Any]] = {
             {"name": "Pipeline", "type": "string", "jsonPath": ".spec.pipelineRef.name"},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
+            {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
             {
                 "name": "Reason",
                 "type": "string",

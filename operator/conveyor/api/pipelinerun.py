@@ -117,6 +117,7 @@ class PipelineRunStatus(Status):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     current_stage: str | None = None
+    duration: str | None = Field(default=None, description="Wall time, once finished (e.g. 1m23s).")
     stages: list[StageStatus] = Field(default_factory=list)
     model: ModelRecord | None = None
     metrics: dict[str, float] = Field(default_factory=dict)

@@ -158,6 +158,8 @@ def _finish(
     status = _status(spec, stages, facts, previous, phase)
     status.current_stage = None
     status.completion_time = status.completion_time or facts.now
+    if status.start_time is not None:
+        status.duration = format_duration((status.completion_time - status.start_time).total_seconds())
     cond = Condition(
         type=SUCCEEDED,
         status="True" if phase == RunPhase.SUCCEEDED else "False",
@@ -170,3 +172,13 @@ def _finish(
     if previous is None or previous.phase != phase:
         plan.events.append((reason, message))
     return plan
+
+
+def format_duration(seconds: float) -> str:
+    """`42s`, `3m5s`, `2h4m`: what `kubectl get` shows as DURATION."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"

@@ -190,3 +190,16 @@ def test_previous_status_keeps_start_time() -> None:
     prev = PipelineRunStatus(start_time=T0 - timedelta(hours=1))
     plan = plan_run(SPEC, RunFacts(stages={}, now=T0), prev)
     assert plan.status.start_time == T0 - timedelta(hours=1)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (42.4, "42s"), (185, "3m5s"), (7440, "2h4m")])
+def test_duration_format(seconds: float, text: str) -> None:
+    from conveyor.engine.planner import format_duration
+
+    assert format_duration(seconds) == text
+
+
+def test_finished_run_has_a_duration() -> None:
+    done = observed(a="Succeeded", b="Succeeded", c="Succeeded", d="Succeeded", e="Succeeded")
+    plan = plan_run(SPEC, RunFacts(stages=done, now=T0 + timedelta(seconds=75), start_time=T0))
+    assert plan.status.duration == "1m15s"
