@@ -39,6 +39,7 @@ crds: install
 
 bench: install
 	$(PY) bench/local_overhead.py
+	$(PY) bench/operator_throughput.py
 
 clean:
 	rm -rf $(VENV) .conveyor
