@@ -243,6 +243,53 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from conveyor.serving.app import InferenceServer, ServeOptions
+    from conveyor.serving.model import ModelError, ServedModel, resolve_champion, resolve_uri
+    from conveyor.serving.monitor import DriftMonitor
+
+    if bool(args.model) == bool(args.pipeline):
+        raise CliError("serve what? pass --model URI, or --pipeline NAME (its champion) with --store")
+    try:
+        resolved = (
+            resolve_uri(args.model, args.reference)
+            if args.model
+            else resolve_champion(args.pipeline, args.store, args.namespace)
+        )
+        model = ServedModel.load(resolved)
+    except ModelError as err:
+        raise CliError(str(err)) from None
+    if model.profile is None:
+        print("warning: no reference profile: drift is not measured", file=sys.stderr)
+    monitor = DriftMonitor(
+        model.name,
+        model.version,
+        model.profile,
+        window=args.window,
+        min_samples=args.min_samples,
+        method=args.drift_method,
+    )
+    options = ServeOptions(
+        max_rows=args.max_rows,
+        max_body_bytes=args.max_body_bytes,
+        drift_interval=args.drift_interval,
+        batching=args.batching,
+        max_batch_size=args.max_batch_size,
+        max_latency_ms=args.max_latency_ms,
+    )
+    server = InferenceServer(model, monitor, options)
+    print(
+        f"serving {model.name} (run {model.version}, sha256 {model.sha256[:12]}) on "
+        f"http://{args.host}:{args.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    web.run_app(server.app(), host=args.host, port=args.port, print=None, access_log=None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__)
     parser.add_argument("--version", action="version", version=f"conveyor {__version__}")
@@ -288,6 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="s3://bucket/prefix for pipelines without spec.artifacts.s3 "
         "(default: $CONVEYOR_STORE, as the operator)",
     )
+
+    p = add("serve", cmd_serve, "Serve a model over HTTP (V2 inference protocol), with drift metrics.")
+    p.add_argument("--model", help="a run's model URI (file:// or s3://) or local path")
+    p.add_argument("--reference", help="reference profile (default: the model's run's profile)")
+    p.add_argument("--pipeline", help="serve this pipeline's current champion (with --store)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"with --pipeline (default: {DEFAULT_STORE})")
+    p.add_argument("--namespace", default="default", help="with --pipeline (default: default)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--window", type=int, default=1000, help="rows in the drift window")
+    p.add_argument("--min-samples", type=int, default=100, help="rows before drift is reported")
+    p.add_argument("--drift-method", choices=("psi", "ks"), default="psi")
+    p.add_argument("--drift-interval", type=float, default=2.0, help="seconds between drift updates")
+    p.add_argument("--max-rows", type=int, default=1000, help="rows per request")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--batching", action="store_true", help="coalesce concurrent requests")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-latency-ms", type=float, default=5.0)
 
     p = add("operator", cmd_operator, "Run the Kubernetes operator (settings from CONVEYOR_* env).")
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace")

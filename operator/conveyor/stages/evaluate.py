@@ -99,7 +99,7 @@ def run(ctx: StageContext) -> None:
     train = read_table(ctx.input_path("train"))
     x_train = train.drop(columns=[target])
     profile = profile_table(x_train, model.predict(x_train), opts.profile_bins)
-    profile.update(target=target, task=task, features=list(x_train.columns))
+    profile.update(target=target, task=task, featureNames=list(x_train.columns))
     profile_ref = ctx.write_json("profile", profile)
     ctx.write_json("metrics", metrics, filename="evaluation.json")
     ctx.passthrough("model")

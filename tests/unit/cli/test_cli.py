@@ -11,7 +11,7 @@ import pytest
 from conveyor.cli import build_parser, main
 from tests.conftest import EXAMPLES
 
-COMMANDS = ["run", "validate", "crds", "stage", "render", "operator", "runs", "show"]
+COMMANDS = ["run", "validate", "crds", "stage", "render", "serve", "operator", "runs", "show"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

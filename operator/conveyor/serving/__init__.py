@@ -1,0 +1,2 @@
+"""The model server: V2 inference protocol, drift statistics against the reference profile,
+Prometheus metrics."""

@@ -1,0 +1,188 @@
+"""The served model: found through the store's records, verified, loaded without pickle.
+
+A model URI points into a run (`<store>/<ns>/<pipeline>/<run>/<stage>/model.skops`); the run's
+`run.json` (or `outputs.json`, or the pipeline's `champion.json`) records its SHA-256, which is
+checked before the file is loaded. The reference profile comes from the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from conveyor.artifacts import layout
+from conveyor.artifacts.models import load_model
+from conveyor.artifacts.store import Store, StoreError, open_store, sha256_file
+from conveyor.engine.invocation import ArtifactRef
+
+
+class ModelError(RuntimeError):
+    """The model cannot be served; the message says why and what to do."""
+
+
+class BadInput(ValueError):
+    """A request the model cannot answer: 400, naming the field."""
+
+
+@dataclass
+class Resolved:
+    store: Store
+    model: ArtifactRef
+    profile: ArtifactRef | None
+    name: str
+    version: str
+
+
+def _store_and_key(uri: str) -> tuple[Store, str]:
+    """The store holding a URI, with the store root at the run's namespace level."""
+    if "://" not in uri:
+        uri = Path(uri).resolve().as_uri()
+    scheme, _, rest = uri.partition("://")
+    parts = rest.strip("/").split("/")
+    # .../<ns>/<pipeline>/<run>/<stage>/<file>: the store root is what comes before.
+    if len(parts) < 6:
+        raise ModelError(
+            f"{uri} is not a run's model (expected <store>/<ns>/<pipeline>/<run>/<stage>/"
+            "model.skops); serve a run's model, or --pipeline NAME --store STORE"
+        )
+    root = f"{scheme}://" + ("/" if scheme == "file" else "") + "/".join(parts[:-5])
+    store = open_store(root)
+    return store, "/".join(parts[-5:])
+
+
+def resolve_uri(uri: str, reference: str | None = None) -> Resolved:
+    store, key = _store_and_key(uri)
+    ns, pipeline, run, stage, _ = key.split("/")
+    record = layout.read_run_record(store, ns, pipeline, run)
+    recorded: ArtifactRef | None = None
+    profile: ArtifactRef | None = None
+    if record is not None:
+        for outputs in record.artifacts.values():
+            for name, ref in outputs.items():
+                if name == "model" and ref.uri == store.uri(key):
+                    recorded = ref
+                if name == "profile":
+                    profile = ref
+    if recorded is None:
+        result = layout.read_result(store, layout.stage_prefix(ns, pipeline, run, stage))
+        recorded = result.outputs.get("model") if result else None
+    if recorded is None:
+        raise ModelError(
+            f"no record of {uri}: its run's run.json and outputs.json do not list it, "
+            "so its digest cannot be checked"
+        )
+    if reference:
+        profile = _ref_for(reference)
+    return Resolved(store, recorded, profile, pipeline, run)
+
+
+def resolve_champion(pipeline: str, store_uri: str, namespace: str = "default") -> Resolved:
+    store = open_store(store_uri)
+    champion = layout.read_champion(store, namespace, pipeline)
+    if champion is None:
+        raise ModelError(
+            f"pipeline {pipeline!r} has no promoted model in {store_uri} "
+            f"(namespace {namespace}); run it until a model passes its gate"
+        )
+    return Resolved(store, champion.model, champion.profile, pipeline, champion.run)
+
+
+def _ref_for(uri: str) -> ArtifactRef:
+    store, key = _store_and_key(uri) if "://" in uri else (None, uri)
+    if store is None:
+        path = Path(uri)
+        return ArtifactRef(uri=path.resolve().as_uri(), sha256=sha256_file(path), bytes=path.stat().st_size)
+    data = store.read_bytes(key)
+    import hashlib
+
+    return ArtifactRef(uri=uri, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+
+@dataclass
+class ServedModel:
+    name: str
+    version: str
+    estimator: Any
+    features: list[str]
+    numeric: set[str]
+    task: str
+    profile: dict[str, Any] | None
+    sha256: str
+    classes: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, resolved: Resolved) -> ServedModel:
+        with tempfile.TemporaryDirectory(prefix="conveyor-serve-") as tmp:
+            try:
+                path = resolved.store.local_path(resolved.store.key(resolved.model.uri), Path(tmp))
+            except StoreError as err:
+                raise ModelError(str(err)) from None
+            digest = sha256_file(path)
+            if digest != resolved.model.sha256:
+                raise ModelError(
+                    f"refusing to serve {resolved.model.uri}: its SHA-256 is {digest}, "
+                    f"the run recorded {resolved.model.sha256} (the file was changed)"
+                )
+            try:
+                estimator = load_model(path)
+            except ValueError as err:
+                raise ModelError(f"refusing to load {resolved.model.uri}: {err}") from None
+        profile = None
+        if resolved.profile is not None:
+            profile = json.loads(resolved.store.read_bytes(resolved.store.key(resolved.profile.uri)))
+        names = getattr(estimator, "feature_names_in_", None)
+        features = (
+            [str(n) for n in names] if names is not None else list((profile or {}).get("featureNames", []))
+        )
+        numeric = {
+            f
+            for f in features
+            if (profile or {}).get("features", {}).get(f, {}).get("kind", "numeric") == "numeric"
+        }
+        task = (profile or {}).get("task") or (
+            "classification" if hasattr(estimator, "classes_") else "regression"
+        )
+        classes = list(getattr(estimator, "classes_", []))
+        return cls(
+            resolved.name,
+            resolved.version,
+            estimator,
+            features,
+            numeric,
+            task,
+            profile,
+            resolved.model.sha256,
+            classes,
+        )
+
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Validated input rows -> the DataFrame the pipeline was trained on."""
+        known = set(self.features)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise BadInput(f"instances[{i}] must be an object of feature -> value")
+            missing = [f for f in self.features if f not in row]
+            if missing:
+                raise BadInput(f"instances[{i}] is missing feature(s): {', '.join(missing[:5])}")
+            unknown = [k for k in row if k not in known]
+            if unknown:
+                raise BadInput(f"instances[{i}] has unknown feature(s): {', '.join(unknown[:5])}")
+            for f in self.numeric:
+                v = row[f]
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                    raise BadInput(f"instances[{i}].{f} must be a number, got {type(v).__name__}")
+        df = pd.DataFrame.from_records(rows, columns=self.features)
+        for f in self.features:
+            if f not in self.numeric:
+                df[f] = df[f].astype(object).where(df[f].notna(), np.nan)
+        return df
+
+    def predict(self, df: pd.DataFrame) -> list[Any]:
+        out = self.estimator.predict(df)
+        return [v.item() if hasattr(v, "item") else v for v in out]
