@@ -138,7 +138,7 @@ def test_tampered_model_is_refused(trained: dict[str, str]) -> None:
     original = path.read_bytes()
     try:
         path.write_bytes(original + b"\0")
-        with pytest.raises(ModelError, match="SHA-256 is .* the run recorded"):
+        with pytest.raises(ModelError, match=r"SHA-256 is .* the run recorded"):
             ServedModel.load(resolve_uri(trained["model"]))
     finally:
         path.write_bytes(original)
