@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_STORE ?= .conveyor
 
-.PHONY: install demo test lint typecheck unit crds bench clean
+.PHONY: install demo test lint tools crds bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ demo: install
 	$(BIN)/conveyor run examples/breast-cancer/pipeline.yaml --store $(DEMO_STORE)
 
 ## test: install, lint, type-check, import contracts, then the test suite
-test: install lint
+test: install lint tools
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## tools: what the tests run beside Python (Debian's prometheus and promtool)
+tools:
+	bash scripts/install-prometheus.sh
 
 lint: install
 	$(BIN)/ruff check operator tests bench
