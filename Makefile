@@ -22,6 +22,8 @@ demo: install
 	$(BIN)/conveyor run examples/breast-cancer/pipeline.yaml --store $(DEMO_STORE)
 	@echo "--- the same run again: every stage from cache"
 	$(BIN)/conveyor run examples/breast-cancer/pipeline.yaml --store $(DEMO_STORE)
+	@echo "--- serve the promoted model"
+	$(PY) scripts/demo_serve.py --store $(DEMO_STORE)
 
 ## test: install, lint, type-check, import contracts, then the test suite
 test: install lint tools
