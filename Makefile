@@ -44,8 +44,10 @@ crds: install
 	$(PY) -m conveyor crds --output crds
 
 bench: install
+	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) bench/local_overhead.py
 	$(PY) bench/operator_throughput.py
+	$(PY) bench/serving.py
 
 clean:
 	rm -rf $(VENV) .conveyor

@@ -350,9 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift-interval", type=float, default=2.0, help="seconds between drift updates")
     p.add_argument("--max-rows", type=int, default=1000, help="rows per request")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    p.add_argument("--batching", action="store_true", help="coalesce concurrent requests")
+    p.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="coalesce concurrent requests into one predict call (default: on)",
+    )
     p.add_argument("--max-batch-size", type=int, default=32)
-    p.add_argument("--max-latency-ms", type=float, default=5.0)
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=0.0,
+        help="wait this long for more requests (default 0: batch only what queued meanwhile)",
+    )
 
     p = add("operator", cmd_operator, "Run the Kubernetes operator (settings from CONVEYOR_* env).")
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace")

@@ -28,9 +28,9 @@ class ServeOptions:
     max_rows: int = 1000
     max_body_bytes: int = 1 << 20
     drift_interval: float = 2.0
-    batching: bool = False
+    batching: bool = True
     max_batch_size: int = 32
-    max_latency_ms: float = 5.0
+    max_latency_ms: float = 0.0  # 0: take what queued while the model was busy, never wait
 
 
 class Batcher:
@@ -55,13 +55,16 @@ class Batcher:
             rows = len(batch[0][0])
             deadline = loop.time() + self.max_latency
             while rows < self.max_size:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    break
+                if not self.queue.empty():  # whatever queued while the last batch ran
+                    item = self.queue.get_nowait()
+                else:
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), timeout)
+                    except TimeoutError:
+                        break
                 batch.append(item)
                 rows += len(item[0])
             frames = [df for df, _ in batch]
