@@ -261,12 +261,13 @@ def main() -> None:
     ratio_a = a["conveyor"][8]["rps"] / a["bare"][8]["rps"]
     ratio_b = b["conveyor"][32]["rps"] / b["bare"][32]["rps"]
     print(
-        f"A: conveyor / bare at c=8 = {ratio_a:.2f} (target >= 0.85), conveyor p99 {a['conveyor'][8]['p99']:.1f} ms "
-        f"(target < 10 ms)"
+        f"A: conveyor / bare at c=8 = {ratio_a:.2f} (target >= 0.85), "
+        f"conveyor p99 {a['conveyor'][8]['p99']:.1f} ms (target < 10 ms)"
     )
     print(
-        f"B: conveyor / bare at c=32 = {ratio_b:.2f} (target >= 2.0), conveyor p99 {b['conveyor'][32]['p99']:.1f} ms "
-        f"(target < 400 ms), bare p99 {b['bare'][32]['p99']:.1f} ms"
+        f"B: conveyor / bare at c=32 = {ratio_b:.2f} (target >= 2.0), "
+        f"conveyor p99 {b['conveyor'][32]['p99']:.1f} ms (target < 400 ms), "
+        f"bare p99 {b['bare'][32]['p99']:.1f} ms"
     )
     print(
         f"idle memory: bare {a['bare']['idle_mb']:.0f} MB, conveyor {a['conveyor']['idle_mb']:.0f} MB; "
