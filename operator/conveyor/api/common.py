@@ -66,6 +66,11 @@ class Reason(StrEnum):
     GATE_REJECTED = "GateRejected"
     DRIFT_DETECTED = "DriftDetected"
     VALID = "Valid"
+    MODEL_NOT_FOUND = "ModelNotFound"
+    ROLLING_OUT = "RollingOut"
+    ROLLOUT_FAILED = "RolloutFailed"
+    AVAILABLE = "Available"
+    RETRAINING = "Retraining"
 
 
 class Condition(Status):

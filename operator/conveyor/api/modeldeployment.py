@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -92,7 +93,13 @@ class ModelDeploymentStatus(Status):
     endpoint: str | None = None
     ready_replicas: int = 0
     last_drift_score: float | None = None
+    drift_since: datetime | None = Field(default=None, description="Since when drift is over threshold.")
     last_retrain_run: str | None = None
+    last_retrain_time: datetime | None = None
+    last_retrain_reason: str | None = None
+    last_good_model: str | None = Field(default=None, description="The last model that became ready.")
+    last_good_sha256: str | None = None
+    failed_model_sha256: str | None = Field(default=None, description="A model that never became ready.")
 
 
 class ModelDeployment(Model):

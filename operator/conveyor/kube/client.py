@@ -48,6 +48,8 @@ PIPELINERUNS = Resource(GROUP, VERSION, "pipelineruns")
 MODELDEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments")
 JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+SERVICES = Resource("", "v1", "services")
 EVENTS = Resource("", "v1", "events")
 
 
@@ -157,6 +159,18 @@ class KubeClient:
         opts = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         status, _ = await self.request("DELETE", res.path(namespace, name), opts)
         return status != 404
+
+    async def get_text(self, url: str) -> str | None:
+        """A plain HTTP GET outside the API server (a model server's /metrics); a session of
+        its own, so the API server's credentials are never sent elsewhere."""
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+                http.get(url, headers={"User-Agent": USER_AGENT}) as resp,
+            ):
+                return await resp.text() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
 
     async def post_event(
         self, involved: Body, type_: str, reason: str, message: str, name: str, now: str

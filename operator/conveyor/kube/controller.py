@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from conveyor.kube.client import Connection, KubeClient
+from conveyor.kube.deployments import DeploymentReconciler
 from conveyor.kube.pipelines import PipelineReconciler
 from conveyor.kube.runs import RunReconciler
 from conveyor.kube.settings import Settings
@@ -22,6 +23,7 @@ class Controller:
         self.stores = StoreResolver(settings)
         self.runs = RunReconciler(kube, settings, self.stores)
         self.pipelines = PipelineReconciler(kube, self.stores, self.kick_run)
+        self.deployments = DeploymentReconciler(kube, settings, self.stores)
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -12,6 +12,7 @@ from conveyor.engine.names import MANAGED_BY
 from conveyor.kube.controller import Controller
 
 RESYNC_SECONDS = 30.0  # safety net; the controller requeues precisely on its own
+DRIFT_SECONDS = 15.0  # how often a ModelDeployment's drift score is read
 
 
 @kopf.on.startup()
@@ -56,3 +57,18 @@ async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, "pipelines", interval=RESYNC_SECONDS)
 async def reconcile_pipeline(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     await memo["controller"].pipelines.reconcile(namespace or "default", name)
+
+
+@kopf.on.resume(GROUP, VERSION, "modeldeployments")
+@kopf.on.create(GROUP, VERSION, "modeldeployments")
+@kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
+@kopf.timer(GROUP, VERSION, "modeldeployments", interval=DRIFT_SECONDS)
+async def reconcile_modeldeployment(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    await memo["controller"].deployments.reconcile(namespace or "default", name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def model_server_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
+    owner = body.metadata.labels.get(f"{GROUP}/modeldeployment")
+    if owner and body.metadata.namespace:
+        await memo["controller"].deployments.reconcile(body.metadata.namespace, owner)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.api.common import API_VERSION, S3Store
+from conveyor.api.modeldeployment import ModelDeploymentSpec
 from conveyor.api.pipeline import Stage
 from conveyor.engine.invocation import ENV_VAR, StageInvocation
 from conveyor.engine.names import child_name, standard_labels
@@ -139,4 +140,137 @@ def desired_job(
             "ownerReferences": [owner.reference()],
         },
         "spec": spec,
+    }
+
+
+SERVE_PORT = 8000
+MODEL_ANNOTATION = "conveyor.dev/model-sha256"
+
+
+def model_server_labels(name: str) -> dict[str, str]:
+    return standard_labels(component="model-server", instance=name, deployment=name)
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """Immutable keys only: a Deployment's selector cannot change."""
+    return {
+        "app.kubernetes.io/name": "conveyor",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "model-server",
+    }
+
+
+def desired_deployment(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    model_uri: str,
+    model_sha: str,
+    s3: S3Store | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    labels = model_server_labels(owner.name)
+    env, secret = store_env(s3, settings)
+    env.append({"name": "HOME", "value": "/tmp"})
+    args = ["serve", "--model", model_uri, "--host", "0.0.0.0", "--port", str(SERVE_PORT)]
+    drift = spec.monitoring.drift if spec.monitoring else None
+    if drift is not None:
+        args += [
+            "--drift-method",
+            drift.method,
+            "--window",
+            str(drift.window),
+            "--min-samples",
+            str(drift.min_samples),
+        ]
+    if spec.batching is not None:
+        args += [
+            "--batching" if spec.batching.enabled else "--no-batching",
+            "--max-batch-size",
+            str(spec.batching.max_batch_size),
+            "--max-latency-ms",
+            str(spec.batching.max_latency_ms),
+        ]
+    probe = {
+        "httpGet": {"path": "/v2/health/ready", "port": "http"},
+        "periodSeconds": 5,
+        "failureThreshold": 3,
+    }
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["conveyor"],
+        "args": args,
+        "env": env,
+        "ports": [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}],
+        "readinessProbe": probe,
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "initialDelaySeconds": 10,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+        },
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    if spec.resources is not None:
+        container["resources"] = spec.resources.model_dump(exclude_none=True)
+    max_unavailable = spec.rollout.max_unavailable if spec.rollout else 0
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            "progressDeadlineSeconds": 300,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": {MODEL_ANNOTATION: model_sha}},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": restricted_pod_security(),
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def desired_service(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": model_server_labels(owner.name),
+            "ownerReferences": [owner.reference()],
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(SERVE_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name),
+            "ports": [{"name": "http", "port": SERVE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
     }

@@ -30,6 +30,10 @@ class Settings(BaseModel):
     resync_seconds: float = Field(default=10.0, gt=0)
     stage_service_account: str | None = None
     namespaces: list[str] = Field(default_factory=list)
+    model_metrics_url: str = Field(
+        default="http://{name}.{namespace}.svc:8000/metrics",
+        description="Where a ModelDeployment's drift score is read (its Service); {name}, {namespace}.",
+    )
     metrics_port: int = 8080
     health_port: int = 8081
 

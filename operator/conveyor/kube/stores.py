@@ -38,6 +38,28 @@ class StoreResolver:
             ]
         )
 
+    def spec_for_uri(self, uri: str) -> S3Spec:
+        """The store of a model given by URI, reached with the operator's S3 settings."""
+        if not uri.startswith("s3://"):
+            raise InvalidResource(
+                [
+                    Problem(
+                        "spec.model.uri",
+                        f"{uri!r} is not an s3:// URI",
+                        "serve a model from the artifact store (s3://bucket/...)",
+                    )
+                ]
+            )
+        bucket = uri[5:].split("/", 1)[0]
+        try:
+            return S3Spec(
+                bucket=bucket,
+                endpoint=self.settings.s3_endpoint,
+                credentialsSecret=self.settings.credentials_secret,
+            )
+        except ValidationError as err:
+            raise InvalidResource(pydantic_problems(err, "spec.model.uri")) from None
+
     def for_pipeline(self, spec: PipelineSpec) -> tuple[Store, S3Spec]:
         s3 = self.spec_for(spec)
         endpoint = s3.endpoint or self.settings.s3_endpoint
