@@ -286,9 +286,9 @@ class DeploymentReconciler:
     ) -> None:
         cond = Condition(
             type=type_,
-            status=value,
+            status=value,  # type: ignore[arg-type]
             reason=reason,
-            message=message,  # type: ignore[arg-type]
+            message=message,
             observed_generation=status.observed_generation,
         )
         status.conditions = set_condition(status.conditions, cond, now)

@@ -55,7 +55,7 @@ class StoreResolver:
             return S3Spec(
                 bucket=bucket,
                 endpoint=self.settings.s3_endpoint,
-                credentialsSecret=self.settings.credentials_secret,
+                credentials_secret=self.settings.credentials_secret,
             )
         except ValidationError as err:
             raise InvalidResource(pydantic_problems(err, "spec.model.uri")) from None
