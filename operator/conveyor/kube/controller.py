@@ -38,8 +38,17 @@ class Controller:
             pipeline = await self._pipeline_of(namespace, name)
             if pipeline:  # a slot is free for queued runs; history may need pruning
                 await self.pipelines.run_finished(namespace, pipeline)
+                await self._follow_champion(namespace, pipeline)
         elif outcome.requeue is not None:
             self.requeue(namespace, name, outcome.requeue)
+
+    async def _follow_champion(self, namespace: str, pipeline: str) -> None:
+        """Deployments serving this pipeline's champion look again: it may have changed."""
+        from conveyor.kube.client import MODELDEPLOYMENTS
+
+        for md in await self.kube.list(MODELDEPLOYMENTS, namespace):
+            if (md.get("spec", {}).get("model") or {}).get("fromPipeline") == pipeline:
+                await self.deployments.reconcile(namespace, md["metadata"]["name"])
 
     async def kick_run(self, namespace: str, name: str) -> None:
         self.requeue(namespace, name, 0)

@@ -118,8 +118,8 @@ class DeploymentReconciler:
             await self.kube.create(DEPLOYMENTS, namespace, desired)
             current = desired
         elif _running_sha(current) != target.sha256 or current["spec"].get("replicas") != md.spec.replicas:
-            await self.kube.patch(DEPLOYMENTS, namespace, name, {"spec": desired["spec"]})
-            current = {**current, "spec": desired["spec"]}
+            patched = await self.kube.patch(DEPLOYMENTS, namespace, name, {"spec": desired["spec"]})
+            current = patched or {**current, "spec": desired["spec"], "status": {}}
         if await self.kube.get(SERVICES, namespace, name) is None:
             await self.kube.create(SERVICES, namespace, desired_service(owner))
         self._observe(status, current, target, md.spec.replicas, now, namespace, name)
@@ -286,7 +286,7 @@ class DeploymentReconciler:
     ) -> None:
         cond = Condition(
             type=type_,
-            status=value,  # type: ignore[arg-type]
+            status=value,
             reason=reason,
             message=message,
             observed_generation=status.observed_generation,

@@ -262,3 +262,113 @@ def _cond(type_: str, reason: str = "", message: str = "") -> dict[str, Any]:
     if message:
         cond["message"] = message
     return cond
+
+
+@dataclass
+class DeploymentController:
+    """Plays the Deployment controller, kubelet and kube-proxy for model servers: runs the
+    pod template's command (`conveyor serve ...`) as a local process on a port the test chose,
+    restarts it when the template changes (a rollout), and writes the Deployment's status once
+    the server answers its readiness probe."""
+
+    api: ApiServer
+    ports: dict[str, int]
+    namespace: str = "default"
+    base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    procs: dict[str, tuple[str, asyncio.subprocess.Process]] = field(default_factory=dict)
+    rollouts: list[str] = field(default_factory=list)
+
+    async def __aenter__(self) -> DeploymentController:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        for _, proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def _loop(self) -> None:
+        while True:
+            for name in self.api.names_of("apps/v1/deployments", self.namespace):
+                dep = self.api.get_object("apps/v1/deployments", self.namespace, name)
+                if dep is not None and name in self.ports:
+                    await self._sync(name, dep)
+            await asyncio.sleep(0.1)
+
+    async def _sync(self, name: str, dep: dict[str, Any]) -> None:
+        import json as _json
+
+        template = _json.dumps(dep["spec"]["template"], sort_keys=True)
+        running = self.procs.get(name)
+        if running is not None and running[0] == template:
+            return
+        if running is not None:
+            running[1].kill()
+            await running[1].wait()
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        args = list(container.get("args", []))
+        args[args.index("--port") + 1] = str(self.ports[name])
+        args[args.index("--host") + 1] = "127.0.0.1"
+        env = {**self.base_env, **Kubelet(self.api, self.namespace)._env(container)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "conveyor",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.procs[name] = (template, proc)
+        self.rollouts.append(name)
+        await self._wait_ready(self.ports[name], proc)
+        generation = dep["metadata"].get("generation", 1)
+        replicas = dep["spec"].get("replicas", 1)
+        status = {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [
+                {
+                    "type": "Available",
+                    "status": "True",
+                    "reason": "MinimumReplicasAvailable",
+                    "lastUpdateTime": now_iso(),
+                    "lastTransitionTime": now_iso(),
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "lastUpdateTime": now_iso(),
+                    "lastTransitionTime": now_iso(),
+                },
+            ],
+        }
+        resp = await self.api.patch(
+            f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{name}/status",
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        resp.release()
+
+    async def _wait_ready(self, port: int, proc: asyncio.subprocess.Process) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                if proc.returncode is not None:
+                    raise RuntimeError("the model server exited")
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/v2/health/ready") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("the model server never became ready")
