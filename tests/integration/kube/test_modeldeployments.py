@@ -83,7 +83,7 @@ async def serving_operator(api: ApiServer, s3: dict[str, str]) -> Any:
 async def test_drift_retrains_and_the_deployment_rolls(
     api: ApiServer, serving_operator: Any, kubelet: Kubelet, s3: dict[str, str], tmp_path: Path
 ) -> None:
-    operator, port = serving_operator
+    _operator, port = serving_operator
     pipeline = tunable_pipeline(s3)
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
