@@ -355,3 +355,14 @@ def test_resume_from_reuses_successful_stages(tmp_path: Path) -> None:
     assert st["first"]["message"] == f"reused from run {failed['run']}"
     assert st["second"]["phase"] == "Succeeded" and st["second"]["attempts"] == 1
     assert resumed["resumedFrom"] == failed["run"]
+
+
+@pytest.mark.slow
+def test_runs_and_show_list_the_store(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    code, rec = run_json(str(BREAST), "--store", str(store))
+    assert code == 0
+    listing = conveyor("runs", "--store", str(store)).stdout
+    assert rec["run"] in listing and "Succeeded" in listing
+    shown = json.loads(conveyor("show", rec["run"], "--store", str(store), "--json").stdout)
+    assert shown["run"] == rec["run"] and shown["model"]["sha256"] == rec["model"]["sha256"]

@@ -20,6 +20,7 @@ from conveyor.api.pipeline import Pipeline
 from conveyor.artifacts import layout
 from conveyor.engine.conditions import set_condition
 from conveyor.engine.names import child_name, standard_labels
+from conveyor.engine.patches import merge_patch
 from conveyor.engine.validation import InvalidResource, pydantic_problems
 from conveyor.kube.client import (
     DEPLOYMENTS,
@@ -218,16 +219,22 @@ class DeploymentReconciler:
             f"{ready}/{replicas} replicas ready",
             now,
         )
+        # Serving the last good model instead of a failed one: Progressing keeps saying why.
+        rolling_back = (
+            status.failed_model_sha256 is not None
+            and target.sha256 == status.last_good_sha256
+            and status.failed_model_sha256 != target.sha256
+        )
         if rolled:
             status.model_uri, status.model_version = target.uri, target.version
             status.last_good_model, status.last_good_sha256 = target.uri, target.sha256
-            if status.failed_model_sha256 != target.sha256:
+            if not rolling_back:
                 self._set(status, "Progressing", "False", Reason.SUCCEEDED, f"serving {target.uri}", now)
             self._set(
                 status, "Ready", "True", Reason.AVAILABLE, f"serving {target.uri} on {ready} replica(s)", now
             )
         else:
-            if status.failed_model_sha256 != target.sha256 or not status.last_good_model:
+            if not rolling_back:
                 self._set(status, "Progressing", "True", Reason.ROLLING_OUT, f"rolling out {target.uri}", now)
             ready_now = "True" if status.model_uri and available else "False"
             self._set(status, "Ready", ready_now, Reason.ROLLING_OUT, f"rolling out {target.uri}", now)
@@ -299,7 +306,7 @@ class DeploymentReconciler:
         if status.model_dump() == previous.model_dump():
             return
         meta = body["metadata"]
-        patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        patch = {"status": merge_patch(body.get("status") or {}, _wire(status))}
         await self.kube.patch(MODELDEPLOYMENTS, meta["namespace"], meta["name"], patch, sub="status")
         before = {c.type: c.status for c in previous.conditions}
         for cond in status.conditions:
@@ -363,3 +370,8 @@ def _retrain_run(md: ModelDeployment, meta: dict[str, Any], name: str, why: str)
             "params": dict(md.spec.retrain.params),
         },
     }
+
+
+def _wire(model: Any) -> dict[str, Any]:
+    wire: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return wire

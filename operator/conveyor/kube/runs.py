@@ -30,6 +30,7 @@ from conveyor.artifacts import layout
 from conveyor.artifacts.layout import StageResult
 from conveyor.engine.conditions import set_condition
 from conveyor.engine.dag import topological_order
+from conveyor.engine.patches import merge_patch
 from conveyor.engine.planner import RunFacts, plan_run
 from conveyor.engine.validation import InvalidResource, check_pipeline_spec
 from conveyor.kube import metrics
@@ -327,7 +328,7 @@ class RunReconciler:
     async def _write_status(self, body: Body, previous: PipelineRunStatus, status: PipelineRunStatus) -> None:
         if status.model_dump() == previous.model_dump():
             return
-        patch = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        patch = {"status": merge_patch(body.get("status") or {}, _wire(status))}
         meta = body["metadata"]
         await self.kube.patch(PIPELINERUNS, meta.get("namespace"), meta["name"], patch, sub="status")
 
@@ -456,6 +457,9 @@ def observe_store(
                     first_seen = before is None or before.phase != StagePhase.SUCCEEDED
                     if stage.cache and facts.cache_key and first_seen:
                         layout.cache_record(ctx.store, facts.cache_key, result)
+                    if first_seen and facts.start_time and facts.finish_time:
+                        seconds = (facts.finish_time - facts.start_time).total_seconds()
+                        metrics.STAGE_SECONDS.labels(stage=name).observe(max(0.0, seconds))
             stages[name] = st
             continue
         if before is not None and before.phase in ("Failed", "Skipped", "Cancelled"):
@@ -475,3 +479,8 @@ def observe_store(
             results[name] = result
             stages[name] = _succeeded(before or StageStatus(name=name, phase=StagePhase.SUCCEEDED), result)
     return stages, results
+
+
+def _wire(model: Any) -> dict[str, Any]:
+    wire: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return wire

@@ -171,3 +171,155 @@ async def test_drift_retrains_and_the_deployment_rolls(
         body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/breast-cancer").read())
         assert body["versions"] == [run_status["model"]["uri"].split("/")[-3]]
         assert len(retrains()) == 1  # the cooldown holds
+
+
+class FakeDrift:
+    """A drift source that says what the test sets (the real one reads the Service's /metrics)."""
+
+    def __init__(self) -> None:
+        self.score: float | None = None
+
+    async def __call__(self, namespace: str, name: str) -> float | None:
+        return self.score
+
+
+async def _reconciler(api: ApiServer, s3: dict[str, str], drift: FakeDrift, clock: Any) -> Any:
+    from conveyor.kube.client import Connection, KubeClient
+    from conveyor.kube.deployments import DeploymentReconciler
+    from conveyor.kube.stores import StoreResolver
+
+    settings = Settings(s3_endpoint=s3["endpoint"], credentials_secret="s3-credentials")
+    kube = KubeClient(Connection(server=str(api.url).rstrip("/")))
+    return DeploymentReconciler(kube, settings, StoreResolver(settings), drift=drift, clock=clock)
+
+
+async def _mark_ready(api: ApiServer, name: str, failed: bool = False) -> None:
+    dep = api.get_object("apps/v1/deployments", "default", name)
+    assert dep is not None
+    now = "2026-01-01T00:00:00Z"
+    conditions = [
+        {
+            "type": "Available",
+            "status": "True",
+            "reason": "MinimumReplicasAvailable",
+            "lastUpdateTime": now,
+            "lastTransitionTime": now,
+        }
+    ]
+    if failed:
+        conditions.append(
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "lastUpdateTime": now,
+                "lastTransitionTime": now,
+            }
+        )
+    ready = 0 if failed else 1
+    status = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": 1,
+        "updatedReplicas": ready,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+        "conditions": conditions,
+    }
+    resp = await api.patch(
+        f"/apis/apps/v1/namespaces/default/deployments/{name}/status",
+        json={"status": status},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    resp.release()
+
+
+async def test_rollback_to_the_last_good_model_and_the_daily_cap(api: ApiServer, s3: dict[str, str]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from conveyor.artifacts.layout import Champion, write_champion
+    from conveyor.artifacts.store import S3Store
+
+    store = S3Store(s3["bucket"], "m")
+    good = store.write_bytes("default/p/r1/train/model.skops", b"good", "application/x-skops")
+    bad = store.write_bytes("default/p/r2/train/model.skops", b"bad", "application/x-skops")
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    write_champion(store, "default", "p", Champion(run="r1", model=good, promoted_at=when))
+    await create(
+        api,
+        {
+            "apiVersion": "conveyor.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {
+                "stages": [{"name": "a", "image": "x"}],
+                "artifacts": {"s3": {"bucket": s3["bucket"], "prefix": "m"}},
+            },
+        },
+    )
+    await create(
+        api,
+        {
+            "apiVersion": "conveyor.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "bc", "namespace": "default"},
+            "spec": {
+                "model": {"fromPipeline": "p"},
+                "monitoring": {"drift": {"threshold": 0.25, "for": "5m"}},
+                "retrain": {"pipelineRef": "p", "cooldown": "1m", "maxRunsPerDay": 2},
+            },
+        },
+    )
+    clock = {"now": when}
+    drift = FakeDrift()
+    rec = await _reconciler(api, s3, drift, lambda: clock["now"])
+    await rec.reconcile("default", "bc")
+    await _mark_ready(api, "bc")
+    await rec.reconcile("default", "bc")
+    assert md_status(api)["modelUri"] == good.uri and cond(md_status(api), "Ready") == "True"
+
+    # A new champion whose pods never become ready: the deployment goes back to the good one.
+    write_champion(store, "default", "p", Champion(run="r2", model=bad, promoted_at=when))
+    await rec.reconcile("default", "bc")
+    dep = api.get_object("apps/v1/deployments", "default", "bc")
+    assert dep is not None and bad.uri in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    await _mark_ready(api, "bc", failed=True)
+    await rec.reconcile("default", "bc")
+    dep = api.get_object("apps/v1/deployments", "default", "bc")
+    assert dep is not None and good.uri in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    st = md_status(api)
+    progressing = next(c for c in st["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "RolloutFailed" and "never became ready" in progressing["message"]
+    assert st["failedModelSha256"] == bad.sha256
+    await _mark_ready(api, "bc")
+    await rec.reconcile("default", "bc")
+    assert md_status(api)["modelUri"] == good.uri and cond(md_status(api), "Ready") == "True"
+
+    # Drift must last `for` (5m) before a retrain; then the cooldown and the daily cap apply.
+    def drift_runs() -> list[str]:
+        return [r["metadata"]["name"] for r in api.objects_of(RUNS)]
+
+    drift.score = 0.4
+    await rec.reconcile("default", "bc")
+    assert drift_runs() == [] and md_status(api)["driftSince"]
+    clock["now"] += timedelta(minutes=6)
+    await rec.reconcile("default", "bc")
+    assert len(drift_runs()) == 1
+    clock["now"] += timedelta(seconds=30)  # within the 1m cooldown: no run; drift counts again from here
+    await rec.reconcile("default", "bc")
+    assert len(drift_runs()) == 1
+    clock["now"] += timedelta(minutes=4)  # drift for 4m < 5m
+    await rec.reconcile("default", "bc")
+    assert len(drift_runs()) == 1
+    clock["now"] += timedelta(minutes=2)  # 6m
+    await rec.reconcile("default", "bc")
+    assert len(drift_runs()) == 2
+    clock["now"] += timedelta(minutes=1)
+    await rec.reconcile("default", "bc")
+    clock["now"] += timedelta(minutes=6)
+    await rec.reconcile("default", "bc")
+    assert len(drift_runs()) == 2  # maxRunsPerDay
+    assert "maxRunsPerDay" in md_status(api)["lastRetrainReason"]
+    drift.score = 0.05
+    await rec.reconcile("default", "bc")
+    assert "driftSince" not in md_status(api) and md_status(api)["lastDriftScore"] == 0.05
+    await rec.kube.close()

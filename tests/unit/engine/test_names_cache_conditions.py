@@ -61,3 +61,17 @@ def test_transition_time_moves_only_when_status_flips() -> None:
     conds = set_condition(conds, c3, T0 + timedelta(minutes=2))
     assert conds[0].last_transition_time == T0 + timedelta(minutes=2)
     assert len(conds) == 1
+
+
+def test_merge_patch_nulls_what_is_gone() -> None:
+    from conveyor.engine.patches import merge_patch
+
+    old = {"phase": "Running", "currentStage": "train", "model": {"uri": "a", "extra": 1}, "stages": [1, 2]}
+    new = {"phase": "Succeeded", "model": {"uri": "a"}, "stages": [1, 2, 3]}
+    assert merge_patch(old, new) == {
+        "currentStage": None,
+        "phase": "Succeeded",
+        "model": {"extra": None},
+        "stages": [1, 2, 3],
+    }
+    assert merge_patch(new, new) == {}

@@ -203,3 +203,21 @@ def test_context_input_errors_name_what_is_available(tmp_path: Path) -> None:
     with pytest.raises(StageError, match=r"needs an input 'train'.*provide: test"):
         ctx.input_ref("train")
     ctx.close()
+
+
+def test_ingest_parquet_and_s3_sources(tmp_path: Path, bucket: str) -> None:
+    from conveyor.artifacts.store import S3Store
+
+    df = pd.read_csv(csv_with_gaps(tmp_path))
+    parquet = tmp_path / "data.parquet"
+    df.to_parquet(parquet)
+    res = Chain(tmp_path / "a").run("ingest", "ingest", {"source": str(parquet), "target": "price"}, [])
+    assert res.metrics["rows"] == 180
+    S3Store(bucket).write_file("raw/data.csv", csv_with_gaps(tmp_path), "text/csv")
+    res = Chain(tmp_path / "b").run(
+        "ingest",
+        "ingest",
+        {"source": f"s3://{bucket}/raw/data.csv", "target": "price", "columns": ["size"]},
+        [],
+    )
+    assert res.metrics == {"dropped_missing_target": 20.0, "rows": 180.0, "columns": 2.0}
