@@ -144,17 +144,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     store = _store(args)
     assert isinstance(store, Store)
-    table = Table("run", "pipeline", "phase", "started", "model", "promoted")
+    rows = []
     for r in list_run_records(store):
-        table.add_row(
-            r.run,
-            r.pipeline,
-            r.phase,
-            r.start_time.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{r.model.metrics.get('accuracy', r.model.metrics.get('r2', 0)):.4f}" if r.model else "",
-            "yes" if r.model and r.model.promoted else "",
-        )
-    Console().print(table)
+        metric = ""
+        if r.model:
+            name = next((m for m in ("accuracy", "r2") if m in r.model.metrics), None)
+            metric = f"{name}={r.model.metrics[name]:.4f}" if name else ""
+        rows.append((r.run, r.pipeline, r.phase, r.start_time.strftime("%Y-%m-%d %H:%M:%S"), metric,
+                     "yes" if r.model and r.model.promoted else ""))
+    console = Console()
+    if not console.is_terminal:  # for scripts: one run a line, tab-separated
+        for row in rows:
+            print("\t".join(row))
+        return 0
+    table = Table("run", "pipeline", "phase", "started", "model", "promoted")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
     return 0
 
 
