@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -150,8 +151,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if r.model:
             name = next((m for m in ("accuracy", "r2") if m in r.model.metrics), None)
             metric = f"{name}={r.model.metrics[name]:.4f}" if name else ""
-        rows.append((r.run, r.pipeline, r.phase, r.start_time.strftime("%Y-%m-%d %H:%M:%S"), metric,
-                     "yes" if r.model and r.model.promoted else ""))
+        rows.append(
+            (
+                r.run,
+                r.pipeline,
+                r.phase,
+                r.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+                metric,
+                "yes" if r.model and r.model.promoted else "",
+            )
+        )
     console = Console()
     if not console.is_terminal:  # for scripts: one run a line, tab-separated
         for row in rows:
@@ -250,11 +259,13 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    import os
+    import tempfile
 
-    from conveyor.serving.app import InferenceServer, ServeOptions
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # before prometheus_client is imported: workers share their metrics through files
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="conveyor-metrics-")
     from conveyor.serving.model import ModelError, ServedModel, resolve_champion, resolve_uri
-    from conveyor.serving.monitor import DriftMonitor
 
     if bool(args.model) == bool(args.pipeline):
         raise CliError("serve what? pass --model URI, or --pipeline NAME (its champion) with --store")
@@ -269,6 +280,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     if model.profile is None:
         print("warning: no reference profile: drift is not measured", file=sys.stderr)
+    print(
+        f"serving {model.name} (run {model.version}, sha256 {model.sha256[:12]}) on "
+        f"http://{args.host}:{args.port} with {args.workers} worker(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.workers <= 1:
+        _serve(model, args, reuse_port=False)
+        return 0
+    children = []
+    for _ in range(args.workers):  # forked after loading: the model is shared copy-on-write
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _serve(model, args, reuse_port=True)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        os.waitpid(child, 0)
+    return 0
+
+
+def _serve(model: object, args: argparse.Namespace, reuse_port: bool) -> None:
+    from aiohttp import web
+
+    from conveyor.serving.app import InferenceServer, ServeOptions
+    from conveyor.serving.model import ServedModel
+    from conveyor.serving.monitor import DriftMonitor
+
+    assert isinstance(model, ServedModel)
     monitor = DriftMonitor(
         model.name,
         model.version,
@@ -286,14 +337,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_latency_ms=args.max_latency_ms,
     )
     server = InferenceServer(model, monitor, options)
-    print(
-        f"serving {model.name} (run {model.version}, sha256 {model.sha256[:12]}) on "
-        f"http://{args.host}:{args.port}",
-        file=sys.stderr,
-        flush=True,
+    web.run_app(
+        server.app(), host=args.host, port=args.port, print=None, access_log=None, reuse_port=reuse_port
     )
-    web.run_app(server.app(), host=args.host, port=args.port, print=None, access_log=None)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default="default", help="with --pipeline (default: default)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (each keeps its own drift window; metrics are merged)",
+    )
     p.add_argument("--window", type=int, default=1000, help="rows in the drift window")
     p.add_argument("--min-samples", type=int, default=100, help="rows before drift is reported")
     p.add_argument("--drift-method", choices=("psi", "ks"), default="psi")

@@ -50,6 +50,8 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
 SERVICES = Resource("", "v1", "services")
+SERVICEMONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
+PROMETHEUSRULES = Resource("monitoring.coreos.com", "v1", "prometheusrules")
 EVENTS = Resource("", "v1", "events")
 
 
@@ -159,6 +161,11 @@ class KubeClient:
         opts = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         status, _ = await self.request("DELETE", res.path(namespace, name), opts)
         return status != 404
+
+    async def serves(self, res: Resource) -> bool:
+        """Whether the API server knows a resource (a CRD that may not be installed)."""
+        status, body = await self.request("GET", f"/apis/{res.group}/{res.version}")
+        return status == 200 and any(r.get("name") == res.plural for r in (body or {}).get("resources", []))
 
     async def get_text(self, url: str) -> str | None:
         """A plain HTTP GET outside the API server (a model server's /metrics); a session of

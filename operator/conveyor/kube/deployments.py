@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,11 +28,21 @@ from conveyor.kube.client import (
     MODELDEPLOYMENTS,
     PIPELINERUNS,
     PIPELINES,
+    PROMETHEUSRULES,
+    SERVICEMONITORS,
     SERVICES,
     Body,
     KubeClient,
 )
-from conveyor.kube.manifests import MODEL_ANNOTATION, SERVE_PORT, Owner, desired_deployment, desired_service
+from conveyor.kube.manifests import (
+    MODEL_ANNOTATION,
+    SERVE_PORT,
+    Owner,
+    desired_deployment,
+    desired_prometheus_rule,
+    desired_service,
+    desired_service_monitor,
+)
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 
@@ -57,6 +68,12 @@ def drift_score(metrics_text: str) -> float | None:
         if line.startswith("conveyor_drift_score{")
     ]
     return max(values) if values else None
+
+
+def prometheus_value(body: str) -> float | None:
+    """The value of an instant-vector answer of Prometheus' HTTP API."""
+    result = json.loads(body).get("data", {}).get("result", [])
+    return float(result[0]["value"][1]) if result else None
 
 
 @dataclass
@@ -123,6 +140,7 @@ class DeploymentReconciler:
             current = patched or {**current, "spec": desired["spec"], "status": {}}
         if await self.kube.get(SERVICES, namespace, name) is None:
             await self.kube.create(SERVICES, namespace, desired_service(owner))
+        await self._monitoring(md, owner)
         self._observe(status, current, target, md.spec.replicas, now, namespace, name)
         if status.conditions and _cond(status, "Ready") == "True":
             await self._drift(md, body, status, now)
@@ -164,6 +182,18 @@ class DeploymentReconciler:
                 ]
             )
         return Target(champion.model.uri, champion.model.sha256, champion.run), s3
+
+    async def _monitoring(self, md: ModelDeployment, owner: Owner) -> None:
+        """A ServiceMonitor and a PrometheusRule where the Prometheus Operator is installed."""
+        if not await self.kube.serves(SERVICEMONITORS):
+            return
+        await self.kube.create(SERVICEMONITORS, owner.namespace, desired_service_monitor(owner))
+        drift = md.spec.monitoring.drift if md.spec.monitoring else None
+        if drift is not None and await self.kube.serves(PROMETHEUSRULES):
+            model = md.spec.model.from_pipeline or owner.name
+            rule = desired_prometheus_rule(owner, model, drift.threshold, drift.for_)
+            if not await self.kube.create(PROMETHEUSRULES, owner.namespace, rule):
+                await self.kube.patch(PROMETHEUSRULES, owner.namespace, owner.name, {"spec": rule["spec"]})
 
     def _avoid_failed(
         self, target: Target, current: Body | None, status: ModelDeploymentStatus, now: datetime

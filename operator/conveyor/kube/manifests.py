@@ -274,3 +274,62 @@ def desired_service(owner: Owner) -> dict[str, Any]:
             "ports": [{"name": "http", "port": SERVE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def desired_service_monitor(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": model_server_labels(owner.name),
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        },
+    }
+
+
+def desired_prometheus_rule(owner: Owner, model: str, threshold: float, for_: str) -> dict[str, Any]:
+    """Drift and error-rate alerts for this deployment's model (the shapes of
+    deploy/prometheus/conveyor-rules.yaml, scoped to one model)."""
+    sel = f'model="{model}"'
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": model_server_labels(owner.name),
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "groups": [
+                {
+                    "name": f"conveyor-{owner.name}",
+                    "rules": [
+                        {
+                            "alert": "ConveyorModelDrift",
+                            "expr": f"max(conveyor_drift_score{{{sel}}}) > {threshold}",
+                            "for": for_,
+                            "labels": {"severity": "warning", "modeldeployment": owner.name},
+                            "annotations": {
+                                "summary": f"{owner.name}: model {model} drifted from its training data"
+                            },
+                        },
+                        {
+                            "alert": "ConveyorModelErrors",
+                            "expr": f'sum(rate(conveyor_requests_total{{{sel},code=~"5.."}}[5m])) / '
+                            f"sum(rate(conveyor_requests_total{{{sel}}}[5m])) > 0.05",
+                            "for": "5m",
+                            "labels": {"severity": "critical", "modeldeployment": owner.name},
+                            "annotations": {"summary": f"{owner.name}: more than 5% of requests fail"},
+                        },
+                    ],
+                }
+            ]
+        },
+    }

@@ -34,6 +34,9 @@ class Settings(BaseModel):
         default="http://{name}.{namespace}.svc:8000/metrics",
         description="Where a ModelDeployment's drift score is read (its Service); {name}, {namespace}.",
     )
+    prometheus_url: str | None = Field(
+        default=None, description="Read drift scores from this Prometheus instead of the Services."
+    )
     metrics_port: int = 8080
     health_port: int = 8081
 

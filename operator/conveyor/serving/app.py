@@ -18,7 +18,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from conveyor.serving.model import BadInput, ServedModel
-from conveyor.serving.monitor import BATCH_SIZE, LATENCY, PREDICTIONS, REGISTRY, REQUESTS, DriftMonitor
+from conveyor.serving.monitor import (
+    BATCH_SIZE,
+    LATENCY,
+    PREDICTIONS,
+    REQUESTS,
+    DriftMonitor,
+    exposition_registry,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -193,7 +200,9 @@ class InferenceServer:
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(exposition_registry()), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     # inference -------------------------------------------------------------------------------
     async def _json(self, request: web.Request) -> Any:

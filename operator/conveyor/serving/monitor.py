@@ -103,3 +103,16 @@ class DriftMonitor:
         DRIFT_SCORE.labels(self.model, self.version).set(score)
         self.last = stats
         return score
+
+
+def exposition_registry() -> CollectorRegistry:
+    """What /metrics exposes: this process's metrics, or all workers' in multiprocess mode."""
+    import os
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry

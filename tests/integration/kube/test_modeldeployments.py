@@ -323,3 +323,59 @@ async def test_rollback_to_the_last_good_model_and_the_daily_cap(api: ApiServer,
     await rec.reconcile("default", "bc")
     assert "driftSince" not in md_status(api) and md_status(api)["lastDriftScore"] == 0.05
     await rec.kube.close()
+
+
+async def test_prometheus_operator_objects_only_where_it_is_installed(
+    api: ApiServer, s3: dict[str, str]
+) -> None:
+    import kmock
+
+    md = {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "plain", "namespace": "default"},
+        "spec": {
+            "model": {"uri": f"s3://{s3['bucket']}/m/default/p/r1/train/model.skops"},
+            "monitoring": {"drift": {"threshold": 0.3, "for": "5m"}},
+        },
+    }
+    await create(api, md)
+    rec = await _reconciler(api, s3, FakeDrift(), lambda: __import__("datetime").datetime.now())
+    await rec.reconcile("default", "plain")  # no Prometheus Operator: nothing extra, no failure
+    assert api.get_object("apps/v1/deployments", "default", "plain") is not None
+    for plural in ("servicemonitors", "prometheusrules"):
+        api.resources[f"monitoring.coreos.com/v1/{plural}"] = kmock.ResourceInfo(
+            kind={"servicemonitors": "ServiceMonitor", "prometheusrules": "PrometheusRule"}[plural],
+            namespaced=True,
+            verbs={"get", "list", "create", "patch"},
+        )
+    await rec.reconcile("default", "plain")
+    monitor = api.get_object("monitoring.coreos.com/v1/servicemonitors", "default", "plain")
+    rule = api.get_object("monitoring.coreos.com/v1/prometheusrules", "default", "plain")
+    assert monitor is not None and monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s"}
+    ]
+    assert rule is not None
+    drift_rule = rule["spec"]["groups"][0]["rules"][0]
+    assert (
+        drift_rule["expr"] == 'max(conveyor_drift_score{model="plain"}) > 0.3' and drift_rule["for"] == "5m"
+    )
+    await rec.kube.close()
+
+
+def test_drift_score_parsing() -> None:
+    from conveyor.kube.deployments import drift_score, prometheus_value
+
+    text = (
+        '# HELP conveyor_drift_score x\nconveyor_drift_score{model="a",version="r"} 0.31\n'
+        'conveyor_drift_score{model="a",version="s"} 0.12\nconveyor_requests_total 3\n'
+    )
+    assert drift_score(text) == 0.31
+    assert drift_score("conveyor_requests_total 3\n") is None
+    assert (
+        prometheus_value(
+            '{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.42"]}]}}'
+        )
+        == 0.42
+    )
+    assert prometheus_value('{"status":"success","data":{"resultType":"vector","result":[]}}') is None

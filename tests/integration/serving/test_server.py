@@ -201,3 +201,58 @@ def test_serve_refuses_a_non_run_path(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.returncode == 1 and "is not a run's model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_several_workers_share_the_port_and_merge_metrics(trained: dict[str, str], features: Any) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "serve",
+            "--model",
+            trained["model"],
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--min-samples",
+            "10",
+            "--drift-interval",
+            "0.2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        rows = features.head(5).to_dict(orient="records")
+        for _ in range(40):  # new connections: the kernel spreads them over the workers
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/predict", data=json.dumps({"instances": rows}).encode()
+            )
+            urllib.request.urlopen(req).read()
+        time.sleep(0.6)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        total = sum(
+            s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "conveyor_requests"
+            for s in f.samples
+            if s.name == "conveyor_requests_total" and s.labels.get("code") == "200"
+        )
+        assert total == 40  # summed over both workers, whichever one answered the scrape
+        assert "conveyor_drift_score" in text
+    finally:
+        proc.terminate()
+        proc.wait(10)
