@@ -19,3 +19,9 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         elif value != before or key not in old:
             patch[key] = value
     return patch
+
+
+def status_patch(stored: dict[str, Any] | None, status: Any) -> dict[str, Any]:
+    """`{"status": ...}` turning the stored status into `status` (a pydantic model)."""
+    wire: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {"status": merge_patch(stored or {}, wire)}

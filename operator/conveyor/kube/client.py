@@ -12,6 +12,7 @@ import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -179,10 +180,11 @@ class KubeClient:
         except (aiohttp.ClientError, TimeoutError):
             return None
 
-    async def post_event(
-        self, involved: Body, type_: str, reason: str, message: str, name: str, now: str
-    ) -> None:
+    async def post_event(self, involved: Body, type_: str, reason: str, message: str, now: datetime) -> None:
+        """A core/v1 Event about an object, named uniquely by its time."""
         meta = involved.get("metadata", {})
+        name = f"{meta.get('name')}.{int(now.timestamp() * 1e6):x}"
+        stamp = now.isoformat().replace("+00:00", "Z")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -197,8 +199,8 @@ class KubeClient:
             "type": type_,
             "reason": reason,
             "message": message[:1024],
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
             "count": 1,
             "source": {"component": "conveyor-operator"},
             "reportingComponent": "conveyor.dev/operator",

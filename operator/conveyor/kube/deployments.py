@@ -21,7 +21,7 @@ from conveyor.api.pipeline import Pipeline
 from conveyor.artifacts import layout
 from conveyor.engine.conditions import set_condition
 from conveyor.engine.names import child_name, standard_labels
-from conveyor.engine.patches import merge_patch
+from conveyor.engine.patches import status_patch
 from conveyor.engine.validation import InvalidResource, pydantic_problems
 from conveyor.kube.client import (
     DEPLOYMENTS,
@@ -314,8 +314,7 @@ class DeploymentReconciler:
             "Normal",
             Reason.DRIFT_DETECTED,
             f"{why}: started {run_name}",
-            f"{meta['name']}.{int(now.timestamp() * 1e6):x}",
-            now.isoformat().replace("+00:00", "Z"),
+            now,
         )
 
     def _set(
@@ -336,7 +335,7 @@ class DeploymentReconciler:
         if status.model_dump() == previous.model_dump():
             return
         meta = body["metadata"]
-        patch = {"status": merge_patch(body.get("status") or {}, _wire(status))}
+        patch = status_patch(body.get("status"), status)
         await self.kube.patch(MODELDEPLOYMENTS, meta["namespace"], meta["name"], patch, sub="status")
         before = {c.type: c.status for c in previous.conditions}
         for cond in status.conditions:
@@ -347,8 +346,7 @@ class DeploymentReconciler:
                     "Normal" if cond.status == "True" else "Warning",
                     cond.reason,
                     cond.message,
-                    f"{meta['name']}.{int(now.timestamp() * 1e6):x}",
-                    now.isoformat().replace("+00:00", "Z"),
+                    now,
                 )
 
 
@@ -400,8 +398,3 @@ def _retrain_run(md: ModelDeployment, meta: dict[str, Any], name: str, why: str)
             "params": dict(md.spec.retrain.params),
         },
     }
-
-
-def _wire(model: Any) -> dict[str, Any]:
-    wire: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return wire

@@ -15,7 +15,7 @@ from conveyor.api.pipelinerun import FINISHED_RUN_PHASES
 from conveyor.artifacts import layout
 from conveyor.engine.conditions import set_condition
 from conveyor.engine.names import standard_labels
-from conveyor.engine.patches import merge_patch
+from conveyor.engine.patches import status_patch
 from conveyor.engine.schedule import due_time, run_name_for
 from conveyor.engine.validation import InvalidResource, Problem, check_pipeline_spec, pydantic_problems
 from conveyor.kube.client import PIPELINERUNS, PIPELINES, Body, KubeClient
@@ -80,7 +80,7 @@ class PipelineReconciler:
                 status.last_schedule_time = await self._schedule(pipeline, body, runs, previous)
             await self._prune(pipeline, namespace, runs)
         if status.model_dump() != previous.model_dump():
-            patch = {"status": merge_patch(body.get("status") or {}, _wire(status))}
+            patch = status_patch(body.get("status"), status)
             await self.kube.patch(PIPELINES, namespace, name, patch, sub="status")
         if before is None or before.status != cond.status:
             await self.kube.post_event(
@@ -88,8 +88,7 @@ class PipelineReconciler:
                 "Normal" if not problems else "Warning",
                 cond.reason,
                 cond.message,
-                f"{name}.{int(now.timestamp() * 1e6):x}",
-                now.isoformat().replace("+00:00", "Z"),
+                now,
             )
         if not problems:
             for run in runs:  # runs that waited for this pipeline to appear or be fixed
@@ -185,8 +184,3 @@ def scheduled_run(pipeline: Pipeline, body: Body, name: str) -> dict[str, Any]:
         },
         "spec": {"pipelineRef": {"name": meta["name"]}},
     }
-
-
-def _wire(model: Any) -> dict[str, Any]:
-    wire: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return wire

@@ -30,7 +30,7 @@ from conveyor.artifacts import layout
 from conveyor.artifacts.layout import StageResult
 from conveyor.engine.conditions import set_condition
 from conveyor.engine.dag import topological_order
-from conveyor.engine.patches import merge_patch
+from conveyor.engine.patches import status_patch
 from conveyor.engine.planner import RunFacts, plan_run
 from conveyor.engine.validation import InvalidResource, check_pipeline_spec
 from conveyor.kube import metrics
@@ -328,7 +328,7 @@ class RunReconciler:
     async def _write_status(self, body: Body, previous: PipelineRunStatus, status: PipelineRunStatus) -> None:
         if status.model_dump() == previous.model_dump():
             return
-        patch = {"status": merge_patch(body.get("status") or {}, _wire(status))}
+        patch = status_patch(body.get("status"), status)
         meta = body["metadata"]
         await self.kube.patch(PIPELINERUNS, meta.get("namespace"), meta["name"], patch, sub="status")
 
@@ -381,17 +381,8 @@ class RunReconciler:
             Reason.INVALID_SPEC,
             Reason.PIPELINE_NOT_FOUND,
         )
-        meta = body["metadata"]
         now = self.clock()
-        name = f"{meta['name']}.{int(now.timestamp() * 1e6):x}"
-        await self.kube.post_event(
-            body,
-            "Warning" if warning else "Normal",
-            reason,
-            message,
-            name,
-            now.isoformat().replace("+00:00", "Z"),
-        )
+        await self.kube.post_event(body, "Warning" if warning else "Normal", reason, message, now)
 
 
 def _succeeded(st: StageStatus, result: StageResult) -> StageStatus:
@@ -479,8 +470,3 @@ def observe_store(
             results[name] = result
             stages[name] = _succeeded(before or StageStatus(name=name, phase=StagePhase.SUCCEEDED), result)
     return stages, results
-
-
-def _wire(model: Any) -> dict[str, Any]:
-    wire: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return wire

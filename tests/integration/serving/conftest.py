@@ -43,3 +43,19 @@ def features() -> object:
 
 def model_path(trained: dict[str, str]) -> Path:
     return Path(trained["model"].removeprefix("file://"))
+
+
+def wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Until a model server answers its readiness probe (or has exited)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
+            return
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "the server exited"
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)

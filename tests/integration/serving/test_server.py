@@ -20,7 +20,7 @@ from conveyor.serving.app import InferenceServer, ServeOptions
 from conveyor.serving.model import ModelError, ServedModel, resolve_champion, resolve_uri
 from conveyor.serving.monitor import DriftMonitor
 from tests.conftest import free_port
-from tests.integration.serving.conftest import model_path
+from tests.integration.serving.conftest import model_path, wait_ready
 
 
 def load(trained: dict[str, str]) -> ServedModel:
@@ -172,16 +172,7 @@ def test_serve_as_a_real_process(trained: dict[str, str], features: Any) -> None
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, (
-                    proc.stderr.read() if proc.stderr else ""
-                )
-                time.sleep(0.2)
+        wait_ready(port, proc)
         rows = features.head(5).to_dict(orient="records")
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/predict", data=json.dumps({"instances": rows}).encode()
@@ -228,14 +219,7 @@ def test_several_workers_share_the_port_and_merge_metrics(trained: dict[str, str
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.2)
+        wait_ready(port, proc)
         rows = features.head(5).to_dict(orient="records")
         for _ in range(40):  # new connections: the kernel spreads them over the workers
             req = urllib.request.Request(
