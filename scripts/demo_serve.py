@@ -16,7 +16,9 @@ import urllib.request
 
 
 def post(url: str, body: dict[str, object]) -> dict[str, object]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     result: dict[str, object] = json.loads(urllib.request.urlopen(req, timeout=10).read())
     return result
 
@@ -32,9 +34,26 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--pipeline", "breast-cancer",
-                               "--store", args.store, "--host", "127.0.0.1", "--port", str(port),
-                               "--min-samples", "100", "--drift-interval", "0.5"])
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "serve",
+            "--pipeline",
+            "breast-cancer",
+            "--store",
+            args.store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--min-samples",
+            "100",
+            "--drift-interval",
+            "0.5",
+        ]
+    )
     try:
         started = time.monotonic()
         while True:
@@ -59,12 +78,18 @@ def main() -> None:
             post(f"{base}/predict", {"instances": records[i : i + 50]})
         time.sleep(1.2)
         metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
-        score = next(line.split()[-1] for line in metrics.splitlines() if line.startswith("conveyor_drift_score{"))
-        print(f"after 300 in-distribution requests: conveyor_drift_score = {float(score):.3f} (PSI; > 0.25 = drift)")
+        score = next(
+            line.split()[-1] for line in metrics.splitlines() if line.startswith("conveyor_drift_score{")
+        )
+        print(
+            f"after 300 in-distribution requests: conveyor_drift_score = {float(score):.3f} (PSI; > 0.25 = drift)"
+        )
     finally:
         server.terminate()
         server.wait(10)
-    print("server stopped. To keep serving: .venv/bin/conveyor serve --pipeline breast-cancer --store .conveyor")
+    print(
+        "server stopped. To keep serving: .venv/bin/conveyor serve --pipeline breast-cancer --store .conveyor"
+    )
 
 
 if __name__ == "__main__":

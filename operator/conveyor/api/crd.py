@@ -166,6 +166,8 @@ def crd(kind: str) -> dict[str, Any]:
         "metadata": {
             "name": f"{plural}.{GROUP}",
             "labels": {"app.kubernetes.io/part-of": "conveyor"},
+            # Helm never deletes a CRD with this annotation (and its custom resources with it).
+            "annotations": {"helm.sh/resource-policy": "keep"},
         },
         "spec": {
             "group": GROUP,

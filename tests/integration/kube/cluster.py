@@ -79,6 +79,12 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _serve_list(self, request: rendering.Request) -> Any:
         """kmock ignores label selectors; the API server applies them (equality-based here)."""
         payload = await super()._serve_list(request)
+        if isinstance(payload, dict) and request.resource is not None:  # kmock leaves these out
+            res = request.resource
+            info = self.resources[res] if res in self.resources else None
+            kind = info.kind if info is not None and info.kind else str(res.plural).capitalize()
+            payload["kind"] = f"{kind}List"
+            payload["apiVersion"] = f"{res.group}/{res.version}" if res.group else str(res.version)
         selector = request.params.get("labelSelector")
         if selector and isinstance(payload, dict):
             wanted = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)

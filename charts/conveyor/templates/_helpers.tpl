@@ -1,0 +1,115 @@
+{{/* The chart's name. */}}
+{{- define "conveyor.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: <release> or <release>-conveyor, at most 63 characters. */}}
+{{- define "conveyor.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels: immutable keys only. */}}
+{{- define "conveyor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "conveyor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "conveyor.labels" -}}
+{{ include "conveyor.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: conveyor
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "conveyor.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "conveyor.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The default artifact store and its credentials, the bundled MinIO's when enabled. */}}
+{{- define "conveyor.store" -}}
+{{- if .Values.operator.store }}{{ .Values.operator.store }}
+{{- else if .Values.minio.enabled }}{{ printf "s3://%s/conveyor" .Values.minio.bucket }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.s3Endpoint" -}}
+{{- if .Values.operator.s3Endpoint }}{{ .Values.operator.s3Endpoint }}
+{{- else if .Values.minio.enabled }}{{ printf "http://%s-minio.%s.svc:9000" (include "conveyor.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.credentialsSecret" -}}
+{{- if .Values.operator.credentialsSecret }}{{ .Values.operator.credentialsSecret }}
+{{- else if .Values.minio.enabled }}{{ printf "%s-minio" (include "conveyor.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The restricted Pod Security profile. */}}
+{{- define "conveyor.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "conveyor.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* RBAC rules: what the operator does, and nothing more (tests check them against its calls). */}}
+{{- define "conveyor.namespacedRules" }}
+- apiGroups: [conveyor.dev]
+  resources: [pipelines, pipelineruns, modeldeployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [conveyor.dev]
+  resources: [pipelines/status, pipelineruns/status, modeldeployments/status]
+  verbs: [get, patch]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create]
+- apiGroups: [monitoring.coreos.com]
+  resources: [servicemonitors, prometheusrules]
+  verbs: [create, patch]
+{{- end }}
+{{- define "conveyor.clusterRules" }}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}

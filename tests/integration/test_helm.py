@@ -1,0 +1,166 @@
+"""The Helm chart with the real helm (v4): lint, render, official schemas, restricted pods,
+strict values, RBAC against what the operator really sends, generated files in sync."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.k8s import pod_spec_of, restricted_violations, validate_k8s
+
+sys.path.insert(0, str(REPO / "scripts"))
+from k8s_tools import ensure
+
+CHART = REPO / "charts" / "conveyor"
+SCENARIOS = [None, *sorted(p.name for p in (CHART / "ci").glob("*.yaml"))]
+NOT_IN_KUBERNETES = {"ServiceMonitor", "PrometheusRule"}  # the Prometheus Operator's CRDs
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return ensure() / "helm"
+
+
+def template(helm: Path, values: str | None = None, *extra: str) -> list[dict[str, Any]]:
+    args = [str(helm), "template", "conveyor", str(CHART), "--namespace", "conveyor", *extra]
+    if values:
+        args += ["-f", str(CHART / "ci" / values)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=[v or "defaults" for v in SCENARIOS])
+def test_lint_strict(helm: Path, values: str | None) -> None:
+    args = [str(helm), "lint", "--strict", str(CHART)] + (
+        ["-f", str(CHART / "ci" / values)] if values else []
+    )
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=[v or "defaults" for v in SCENARIOS])
+def test_rendered_objects_are_valid_and_restricted(helm: Path, values: str | None) -> None:
+    docs = template(helm, values)
+    assert {d["kind"] for d in docs} >= {"Deployment", "ServiceAccount", "ClusterRole", "Service"}
+    for doc in docs:
+        if doc["kind"] not in NOT_IN_KUBERNETES:
+            validate_k8s(doc)
+        spec = pod_spec_of(doc)
+        if spec is not None:
+            assert restricted_violations(spec) == [], doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"watchNamespaces": ["Bad_NS"]}, "watchNamespaces"),
+        ({"replicas": 3}, "replicas"),
+        ({"operator": {"store": "http://not-s3"}}, "store"),
+    ],
+)
+def test_bad_values_are_rejected_by_the_schema(
+    helm: Path, tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    proc = subprocess.run(
+        [str(helm), "template", "conveyor", str(CHART), "-f", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr
+    assert message in proc.stderr
+
+
+def _allowed(rules: list[dict[str, Any]], verb: str, group: str, resource: str) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+
+def test_rbac_allows_every_call_the_operator_made_and_nothing_wild(helm: Path) -> None:
+    calls = [tuple(c) for c in json.loads((REPO / "tests" / "operator-api-calls.json").read_text())]
+    assert len(calls) > 20, "run the operator tests first: they record the calls"
+    role = next(d for d in template(helm) if d["kind"] == "ClusterRole")
+    rules = role["rules"]
+    for verb, resource in calls:
+        group, plural = resource.split("/", 1)
+        group = "" if group == "core" else group
+        assert _allowed(rules, verb, group, plural), f"the ClusterRole does not allow {verb} {resource}"
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+    assert not _allowed(rules, "get", "", "secrets"), "the operator never reads Secrets"
+
+
+def test_namespaced_install_uses_roles(helm: Path) -> None:
+    docs = template(helm, "namespaced-values.yaml")
+    cluster = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert {r for rule in cluster["rules"] for r in rule["resources"]} == {
+        "customresourcedefinitions",
+        "namespaces",
+    }
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    assert sorted(roles) == ["ml", "ml-staging"]
+    assert _allowed(roles["ml"]["rules"], "create", "batch", "jobs")
+    operator = next(d for d in docs if d["kind"] == "Deployment")
+    assert operator["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "operator",
+        "--namespace=ml",
+        "--namespace=ml-staging",
+    ]
+
+
+def test_crds_in_chart_and_deploy_are_byte_identical(helm: Path) -> None:
+    deploy = (REPO / "deploy" / "conveyor.yaml").read_text()
+    for crd in sorted((REPO / "crds").glob("*.yaml")):
+        assert (CHART / "files" / "crds" / crd.name).read_bytes() == crd.read_bytes()
+        body = crd.read_text().split("\n", 1)[1]  # after the "generated" comment line
+        assert body in deploy, f"{crd.name} differs in deploy/conveyor.yaml"
+    assert (CHART / "files" / "conveyor-rules.yaml").read_bytes() == (
+        REPO / "deploy" / "prometheus" / "conveyor-rules.yaml"
+    ).read_bytes()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "render_manifests.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_crds_off_and_monitoring_on(helm: Path) -> None:
+    docs = template(helm, "monitoring-values.yaml")
+    kinds = [d["kind"] for d in docs]
+    assert "CustomResourceDefinition" not in kinds
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+    assert [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]] == [
+        "ConveyorModelDrift",
+        "ConveyorModelErrors",
+        "ConveyorPipelineRunsFailing",
+    ]
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_minio_scenario_wires_the_store(helm: Path) -> None:
+    docs = template(helm, "minio-values.yaml")
+    env = {
+        e["name"]: e.get("value")
+        for e in next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "conveyor")[
+            "spec"
+        ]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["CONVEYOR_STORE"] == "s3://conveyor/conveyor"
+    assert env["CONVEYOR_S3_ENDPOINT"] == "http://conveyor-minio.conveyor.svc:9000"
+    assert env["CONVEYOR_CREDENTIALS_SECRET"] == "conveyor-minio"
+    assert {d["kind"] for d in docs if "minio" in d["metadata"]["name"]} == {
+        "Secret",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "Job",
+    }
