@@ -82,7 +82,8 @@ def main() -> None:
             line.split()[-1] for line in metrics.splitlines() if line.startswith("conveyor_drift_score{")
         )
         print(
-            f"after 300 in-distribution requests: conveyor_drift_score = {float(score):.3f} (PSI; > 0.25 = drift)"
+            f"after 300 in-distribution requests: conveyor_drift_score = {float(score):.3f} "
+            "(PSI; > 0.25 = drift)"
         )
     finally:
         server.terminate()

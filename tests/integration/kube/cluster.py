@@ -81,7 +81,7 @@ class ApiServer(kmock.KubernetesEmulator):
         payload = await super()._serve_list(request)
         if isinstance(payload, dict) and request.resource is not None:  # kmock leaves these out
             res = request.resource
-            info = self.resources[res] if res in self.resources else None
+            info = self.resources.get(res, None)
             kind = info.kind if info is not None and info.kind else str(res.plural).capitalize()
             payload["kind"] = f"{kind}List"
             payload["apiVersion"] = f"{res.group}/{res.version}" if res.group else str(res.version)
