@@ -11,16 +11,15 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from pydantic import ValidationError
 
-from conveyor.api.common import API_VERSION, Condition, Reason, S3Store
+from conveyor.api.common import Condition, Reason, S3Store
 from conveyor.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from conveyor.api.pipeline import Pipeline
 from conveyor.artifacts import layout
 from conveyor.engine.conditions import set_condition
-from conveyor.engine.names import child_name, standard_labels
+from conveyor.engine.names import child_name
 from conveyor.engine.patches import status_patch
 from conveyor.engine.validation import InvalidResource, pydantic_problems
 from conveyor.kube.client import (
@@ -42,6 +41,7 @@ from conveyor.kube.manifests import (
     desired_prometheus_rule,
     desired_service,
     desired_service_monitor,
+    desired_triggered_run,
 )
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
@@ -306,7 +306,16 @@ class DeploymentReconciler:
             return
         run_name = child_name(meta["name"], "retrain-" + now.strftime("%Y%m%d%H%M%S"))
         why = f"drift {score:.3f} > {drift.threshold} ({drift.method}) for {drift.for_}"
-        await self.kube.create(PIPELINERUNS, meta["namespace"], _retrain_run(md, meta, run_name, why))
+        run = desired_triggered_run(
+            run_name,
+            meta["namespace"],
+            retrain.pipeline_ref,
+            "drift",
+            retrain.params,
+            deployment=meta["name"],
+            reason=why,
+        )
+        await self.kube.create(PIPELINERUNS, meta["namespace"], run)
         status.last_retrain_run, status.last_retrain_time, status.last_retrain_reason = run_name, now, why
         status.drift_since = None
         await self.kube.post_event(
@@ -372,29 +381,3 @@ def _rollout_failed(dep: Body) -> bool:
 def _created(run: Body) -> datetime:
     stamp = run.get("metadata", {}).get("creationTimestamp")
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else datetime.min.replace(tzinfo=UTC)
-
-
-def _retrain_run(md: ModelDeployment, meta: dict[str, Any], name: str, why: str) -> dict[str, Any]:
-    assert md.spec.retrain is not None
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "PipelineRun",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": {
-                **standard_labels(
-                    component="pipelinerun",
-                    instance=name,
-                    pipeline=md.spec.retrain.pipeline_ref,
-                    deployment=meta["name"],
-                ),
-                "conveyor.dev/trigger": "drift",
-            },
-            "annotations": {"conveyor.dev/trigger-reason": why},
-        },
-        "spec": {
-            "pipelineRef": {"name": md.spec.retrain.pipeline_ref},
-            "params": dict(md.spec.retrain.params),
-        },
-    }

@@ -333,3 +333,34 @@ def desired_prometheus_rule(owner: Owner, model: str, threshold: float, for_: st
             ]
         },
     }
+
+
+def desired_triggered_run(
+    name: str,
+    namespace: str,
+    pipeline: str,
+    trigger: str,
+    params: dict[str, str] | None = None,
+    owner: Owner | None = None,
+    deployment: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A PipelineRun the operator starts itself: on a schedule, or to retrain on drift."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            **standard_labels(
+                component="pipelinerun", instance=name, pipeline=pipeline, deployment=deployment
+            ),
+            "conveyor.dev/trigger": trigger,
+        },
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [owner.reference()]
+    if reason:
+        metadata["annotations"] = {"conveyor.dev/trigger-reason": reason}
+    spec: dict[str, Any] = {"pipelineRef": {"name": pipeline}}
+    if params:
+        spec["params"] = dict(params)
+    return {"apiVersion": API_VERSION, "kind": "PipelineRun", "metadata": metadata, "spec": spec}

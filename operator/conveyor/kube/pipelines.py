@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import ValidationError
 
-from conveyor.api.common import API_VERSION, Condition, Reason
+from conveyor.api.common import Condition, Reason
 from conveyor.api.pipeline import Pipeline, PipelineStatus
 from conveyor.api.pipelinerun import FINISHED_RUN_PHASES
 from conveyor.artifacts import layout
 from conveyor.engine.conditions import set_condition
-from conveyor.engine.names import standard_labels
 from conveyor.engine.patches import status_patch
 from conveyor.engine.schedule import due_time, run_name_for
 from conveyor.engine.validation import InvalidResource, Problem, check_pipeline_spec, pydantic_problems
 from conveyor.kube.client import PIPELINERUNS, PIPELINES, Body, KubeClient
+from conveyor.kube.manifests import Owner, desired_triggered_run
 from conveyor.kube.stores import StoreResolver
 
 Kick = Callable[[str, str], Awaitable[None]]
@@ -140,10 +139,13 @@ class PipelineReconciler:
                     run["metadata"]["name"],
                     {"spec": {"cancelled": True}},
                 )
+        meta = body["metadata"]
+        owner = Owner("Pipeline", meta["name"], meta.get("uid", ""), meta["namespace"])
+        name = run_name_for(meta["name"], due)
         await self.kube.create(
             PIPELINERUNS,
-            body["metadata"]["namespace"],
-            scheduled_run(pipeline, body, run_name_for(pipeline.metadata.name, due)),
+            meta["namespace"],
+            desired_triggered_run(name, meta["namespace"], meta["name"], "schedule", owner=owner),
         )
         return due.isoformat()
 
@@ -157,30 +159,3 @@ class PipelineReconciler:
         )
         for run in finished[: max(0, len(finished) - limit)]:
             await self.kube.delete(PIPELINERUNS, namespace, run["metadata"]["name"])
-
-
-def scheduled_run(pipeline: Pipeline, body: Body, name: str) -> dict[str, Any]:
-    meta = body["metadata"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "PipelineRun",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": {
-                **standard_labels(component="pipelinerun", instance=name, pipeline=meta["name"]),
-                "conveyor.dev/trigger": "schedule",
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "Pipeline",
-                    "name": meta["name"],
-                    "uid": meta.get("uid", ""),
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {"pipelineRef": {"name": meta["name"]}},
-    }

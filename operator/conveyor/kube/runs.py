@@ -29,7 +29,6 @@ from conveyor.api.pipelinerun import (
 from conveyor.artifacts import layout
 from conveyor.artifacts.layout import StageResult
 from conveyor.engine.conditions import set_condition
-from conveyor.engine.dag import topological_order
 from conveyor.engine.patches import status_patch
 from conveyor.engine.planner import RunFacts, plan_run
 from conveyor.engine.validation import InvalidResource, check_pipeline_spec
@@ -37,6 +36,7 @@ from conveyor.kube import metrics
 from conveyor.kube.client import JOBS, PIPELINERUNS, PIPELINES, PODS, Body, KubeClient
 from conveyor.kube.manifests import Owner, desired_job, job_name
 from conveyor.kube.observe import JobFacts, observe_job
+from conveyor.kube.runstate import observe_store, succeeded
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 from conveyor.orchestration import RunContext, runtime_version
@@ -292,7 +292,7 @@ class RunReconciler:
             hit = hit.model_copy(update={"reused_from": "cache"})
             await _io(layout.commit_result, ctx.store, ctx.prefix(name), hit)
             results[name] = hit
-            return _succeeded(
+            return succeeded(
                 StageStatus(name=name, phase=StagePhase.SUCCEEDED, start_time=now, finish_time=now),
                 hit,
             )
@@ -383,90 +383,3 @@ class RunReconciler:
         )
         now = self.clock()
         await self.kube.post_event(body, "Warning" if warning else "Normal", reason, message, now)
-
-
-def _succeeded(st: StageStatus, result: StageResult) -> StageStatus:
-    return st.model_copy(
-        update={
-            "phase": StagePhase.SUCCEEDED,
-            "outputs": {k: v.uri for k, v in result.outputs.items()},
-            "metrics": result.metrics,
-            "cache_hit": result.reused_from == "cache",
-            "message": _reuse_message(result.reused_from) or st.message,
-            "cache_key": result.cache_key or st.cache_key,
-        }
-    )
-
-
-def _reuse_message(reused_from: str | None) -> str:
-    if reused_from == "cache":
-        return "cache hit"
-    if reused_from and reused_from.startswith("run:"):
-        return f"reused from run {reused_from[4:]}"
-    return ""
-
-
-def observe_store(
-    ctx: RunContext,
-    spec: PipelineSpec,
-    jobs: dict[str, JobFacts],
-    previous: PipelineRunStatus,
-    resume: str | None,
-) -> tuple[dict[str, StageStatus], dict[str, StageResult]]:
-    """Stage states from Job facts and the store, in dependency order. A stage without a Job
-    is looked up in the store only if it could have results: it ran before (its Job may have
-    been garbage-collected), it is ready (a cache hit is committed as a pointer), or the run
-    resumes another one."""
-    recorded = {s.name: s for s in previous.stages}
-    edges = {s.name: list(s.depends_on) for s in spec.stages}
-    stages: dict[str, StageStatus] = {}
-    results: dict[str, StageResult] = {}
-    for name in topological_order(edges):
-        stage = spec.stage(name)
-        before = recorded.get(name)
-        facts = jobs.get(name)
-        if facts is not None:
-            st = StageStatus(
-                name=name,
-                phase=facts.phase,
-                attempts=facts.attempts,
-                start_time=facts.start_time,
-                finish_time=facts.finish_time,
-                message=facts.message,
-                cache_key=facts.cache_key,
-            )
-            if facts.phase == StagePhase.SUCCEEDED:
-                result = ctx.committed(name)
-                if result is None and stage.image is not None:
-                    result = ctx.commit_empty(name)
-                if result is None:
-                    st.phase = StagePhase.FAILED
-                    st.message = "the stage's Job completed but it committed no outputs.json"
-                else:
-                    results[name] = result
-                    st = _succeeded(st, result)
-                    first_seen = before is None or before.phase != StagePhase.SUCCEEDED
-                    if stage.cache and facts.cache_key and first_seen:
-                        layout.cache_record(ctx.store, facts.cache_key, result)
-                    if first_seen and facts.start_time and facts.finish_time:
-                        seconds = (facts.finish_time - facts.start_time).total_seconds()
-                        metrics.STAGE_SECONDS.labels(stage=name).observe(max(0.0, seconds))
-            stages[name] = st
-            continue
-        if before is not None and before.phase in ("Failed", "Skipped", "Cancelled"):
-            stages[name] = before
-            continue
-        ran_before = before is not None and before.phase in ("Succeeded", "Running")
-        ready = all(d in results for d in stage.depends_on)
-        if not (ran_before or ready or resume):
-            continue
-        result = ctx.committed(name)
-        if result is None and resume:
-            result = ctx.committed(name, resume)
-            if result is not None:
-                result = result.model_copy(update={"reused_from": f"run:{resume}"})
-                layout.commit_result(ctx.store, ctx.prefix(name), result)
-        if result is not None:
-            results[name] = result
-            stages[name] = _succeeded(before or StageStatus(name=name, phase=StagePhase.SUCCEEDED), result)
-    return stages, results
