@@ -13,6 +13,7 @@ Also: idle memory and start-up to first prediction.
 Targets: A at concurrency 8 >= 85% of the baseline's req/s and p99 < 10 ms; B >= 2x the
 baseline's req/s with p99 < 400 ms.
 Usage: python bench/serving.py [--seconds 15]
+       BENCH_A_EXTRA="--drift-interval 60" python bench/serving.py   (extra `conveyor serve` flags for A)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+A_EXTRA = os.environ.get("BENCH_A_EXTRA", "").split()
 
 BARE_APP = textwrap.dedent("""
     import json, sys
@@ -247,7 +249,7 @@ def main() -> None:
         forest = train(
             tmp, "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 100, "random_state": 0}
         )
-        a = scenario("A logreg+drift", logreg, [1, 8, 32], args.seconds, tmp, rows_file, rows[0], [])
+        a = scenario("A logreg+drift", logreg, [1, 8, 32], args.seconds, tmp, rows_file, rows[0], A_EXTRA)
         b = scenario(
             "B forest+batching",
             forest,

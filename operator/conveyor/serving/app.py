@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -48,11 +47,11 @@ class Batcher:
     ) -> None:
         self.model, self.pool = model, pool
         self.max_size, self.max_latency = max_size, max_latency
-        self.queue: asyncio.Queue[tuple[pd.DataFrame, asyncio.Future[list[Any]]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[list[Any]]]] = asyncio.Queue()
 
-    async def predict(self, df: pd.DataFrame) -> list[Any]:
+    async def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        await self.queue.put((df, fut))
+        await self.queue.put((rows, fut))
         return await fut
 
     async def run(self) -> None:
@@ -74,22 +73,20 @@ class Batcher:
                         break
                 batch.append(item)
                 rows += len(item[0])
-            frames = [df for df, _ in batch]
+            all_rows = [row for part, _ in batch for row in part]
             BATCH_SIZE.labels(self.model.name).observe(rows)
             try:
-                preds = await loop.run_in_executor(
-                    self.pool, self.model.predict, pd.concat(frames, ignore_index=True)
-                )
+                preds = await loop.run_in_executor(self.pool, self.model.predict, all_rows)
             except Exception as err:  # a model error fails every request of the batch
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(err)
                 continue
             start = 0
-            for df, fut in batch:
+            for part, fut in batch:
                 if not fut.done():
-                    fut.set_result(preds[start : start + len(df)])
-                start += len(df)
+                    fut.set_result(preds[start : start + len(part)])
+                start += len(part)
 
 
 class InferenceServer:
@@ -244,11 +241,11 @@ class InferenceServer:
             raise BadInput(
                 f"{len(rows)} rows is over the limit of {self.options.max_rows}; split the request"
             )
-        df = self.model.frame(rows)
+        self.model.validate(rows)
         if self.batcher is not None:
-            preds = await self.batcher.predict(df)
+            preds = await self.batcher.predict(rows)
         else:
-            preds = await asyncio.get_running_loop().run_in_executor(self.pool, self.model.predict, df)
+            preds = await asyncio.get_running_loop().run_in_executor(self.pool, self.model.predict, rows)
         self.monitor.observe(rows, preds)
         if self.model.classes:
             for p in preds:

@@ -161,8 +161,8 @@ class ServedModel:
             classes,
         )
 
-    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """Validated input rows -> the DataFrame the pipeline was trained on."""
+    def validate(self, rows: list[dict[str, Any]]) -> None:
+        """Raise BadInput, naming the field, unless every row can be predicted."""
         known = set(self.features)
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
@@ -177,12 +177,16 @@ class ServedModel:
                 v = row[f]
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
                     raise BadInput(f"instances[{i}].{f} must be a number, got {type(v).__name__}")
+
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Validated rows -> the DataFrame the pipeline was trained on."""
         df = pd.DataFrame.from_records(rows, columns=self.features)
         for f in self.features:
             if f not in self.numeric:
                 df[f] = df[f].astype(object).where(df[f].notna(), np.nan)
         return df
 
-    def predict(self, df: pd.DataFrame) -> list[Any]:
-        out = self.estimator.predict(df)
+    def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """Predictions for validated rows (runs in the worker thread, frame included)."""
+        out = self.estimator.predict(self.frame(rows))
         return [v.item() if hasattr(v, "item") else v for v in out]
