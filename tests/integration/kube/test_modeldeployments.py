@@ -16,10 +16,11 @@ import pytest_asyncio
 import yaml
 
 from conveyor.kube.settings import Settings
-from tests.conftest import EXAMPLES, free_port
+from tests.conftest import free_port
 from tests.integration.kube.cluster import ApiServer
 from tests.integration.kube.conftest import OperatorProcess, create, credentials_secret, wait_for
 from tests.integration.kube.kubelet import DeploymentController, Kubelet
+from tests.integration.kube.test_operator_runs import breast_cancer
 
 MDS = "conveyor.dev/v1alpha1/modeldeployments"
 RUNS = "conveyor.dev/v1alpha1/pipelineruns"
@@ -28,19 +29,11 @@ RUNS = "conveyor.dev/v1alpha1/pipelineruns"
 def tunable_pipeline(s3: dict[str, str]) -> dict[str, Any]:
     """The breast-cancer pipeline with its regularisation as a parameter, so a retrain with
     other params makes another model."""
-    doc = yaml.safe_load((EXAMPLES / "breast-cancer" / "pipeline.yaml").read_text())
+    doc = breast_cancer(s3)
     doc["spec"]["params"].append({"name": "c", "default": "1.0"})
     train = doc["spec"]["stages"][3]["with"]
     train.pop("search")
     train["params"] = {"max_iter": 2000, "C": "$(params.c)"}
-    doc["spec"]["artifacts"] = {
-        "s3": {
-            "bucket": s3["bucket"],
-            "prefix": "conveyor",
-            "endpoint": s3["endpoint"],
-            "credentialsSecret": "s3-credentials",
-        }
-    }
     return doc
 
 
