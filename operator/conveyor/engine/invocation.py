@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,8 +45,8 @@ class StageInvocation(BaseModel):
         return self.model_dump_json()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> StageInvocation:
-        env = os.environ if environ is None else environ
+    def from_env(cls, env: Mapping[str, str]) -> StageInvocation:
+        """The invocation an executor put in a stage's environment (the caller passes it)."""
         if ENV_VAR not in env:
             raise KeyError(f"{ENV_VAR} is not set: `conveyor stage` runs inside an executor")
         return cls.model_validate(json.loads(env[ENV_VAR]))

@@ -64,7 +64,7 @@ def report_failure(message: str) -> None:
 def main(debug: bool = False) -> int:
     """`conveyor stage`: exit 0 when committed, 1 on a stage error, 2 on a bad invocation."""
     try:
-        inv = StageInvocation.from_env()
+        inv = StageInvocation.from_env(os.environ)
     except (KeyError, ValueError) as err:
         report_failure(f"invalid stage invocation: {err}")
         return 2
