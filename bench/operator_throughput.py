@@ -212,6 +212,7 @@ async def main(runs: int) -> None:
                 operator.terminate()
                 operator.wait(30)
         hand = sorted(handoffs(api))
+        per_run = {f"{verb} {res}": n / runs for (verb, res), n in api.calls.items() if n >= runs}
     moto.terminate()
     p95 = hand[int(0.95 * (len(hand) - 1))]
     print(
@@ -227,6 +228,8 @@ async def main(runs: int) -> None:
         f"operator peak memory (VmHWM): {peak:.0f} MB (target < 200 MB); operator CPU {cpu:.1f} s "
         f"(incl. ~3 s start-up), this process (emulator, kubelet) CPU {time.process_time():.1f} s"
     )
+    print("operator API calls per run: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_run.items(),
+                                                                                       key=lambda kv: -kv[1])))
     for line in metrics_text.splitlines():
         if line.startswith(
             (

@@ -35,10 +35,9 @@ class Controller:
         outcome = await self.runs.reconcile(namespace, name)
         if outcome.finished:
             self._cancel_timer(namespace, name)
-            pipeline = await self._pipeline_of(namespace, name)
-            if pipeline:  # a slot is free for queued runs; history may need pruning
-                await self.pipelines.run_finished(namespace, pipeline)
-                await self._follow_champion(namespace, pipeline)
+            if outcome.pipeline:  # it just finished: a slot is free, history and champion may change
+                await self.pipelines.run_finished(namespace, outcome.pipeline)
+                await self._follow_champion(namespace, outcome.pipeline)
         elif outcome.requeue is not None:
             self.requeue(namespace, name, outcome.requeue)
 
@@ -80,13 +79,6 @@ class Controller:
         timer = self._timers.pop((namespace, name), None)
         if timer is not None:
             timer.cancel()
-
-    async def _pipeline_of(self, namespace: str, run: str) -> str | None:
-        from conveyor.kube.client import PIPELINERUNS
-
-        body = await self.kube.get(PIPELINERUNS, namespace, run)
-        ref = (body or {}).get("spec", {}).get("pipelineRef") or {}
-        return ref.get("name")
 
     async def close(self) -> None:
         for timer in self._timers.values():

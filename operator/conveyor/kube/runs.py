@@ -55,6 +55,7 @@ class Outcome:
 
     finished: bool
     requeue: float | None = None
+    pipeline: str | None = None  # set when the run finished in this reconcile: follow-ups are due
 
 
 class RunReconciler:
@@ -240,7 +241,7 @@ class RunReconciler:
             await self._event(body, reason, message)
         if plan.finished:
             metrics.RUNS_FINISHED.labels(phase=status.phase).inc()
-            return Outcome(finished=True)
+            return Outcome(finished=True, pipeline=ctx.pipeline)
         requeue = self.settings.resync_seconds
         if run.spec.timeout_seconds and status.start_time:
             left = run.spec.timeout_seconds - (now - status.start_time).total_seconds()
