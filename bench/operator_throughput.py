@@ -228,8 +228,8 @@ async def main(runs: int) -> None:
         f"operator peak memory (VmHWM): {peak:.0f} MB (target < 200 MB); operator CPU {cpu:.1f} s "
         f"(incl. ~3 s start-up), this process (emulator, kubelet) CPU {time.process_time():.1f} s"
     )
-    print("operator API calls per run: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_run.items(),
-                                                                                       key=lambda kv: -kv[1])))
+    ranked = sorted(per_run.items(), key=lambda kv: -kv[1])
+    print("operator API calls per run: " + ", ".join(f"{k} {v:.1f}" for k, v in ranked))
     for line in metrics_text.splitlines():
         if line.startswith(
             (
