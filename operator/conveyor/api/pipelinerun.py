@@ -83,9 +83,6 @@ class StagePhase(StrEnum):
     CANCELLED = "Cancelled"
 
 
-FINISHED_STAGE_PHASES = frozenset(
-    {StagePhase.SUCCEEDED, StagePhase.FAILED, StagePhase.SKIPPED, StagePhase.CANCELLED}
-)
 FINISHED_RUN_PHASES = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
 
 

@@ -22,7 +22,3 @@ def set_condition(conditions: list[Condition], new: Condition, now: datetime) ->
     if not placed:
         out.append(new.model_copy(update={"last_transition_time": now}))
     return out
-
-
-def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
-    return next((c for c in conditions if c.type == type_), None)

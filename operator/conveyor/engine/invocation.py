@@ -63,6 +63,3 @@ class StageInvocation(BaseModel):
         if len(found) > 1:
             raise LookupError(f"input {name!r} is ambiguous: provided by several dependencies")
         return next(iter(found.values()))
-
-    def has_input(self, name: str) -> bool:
-        return any(name in outs for outs in self.inputs.values())

@@ -5,7 +5,6 @@ from prometheus_client import Counter, Gauge, Histogram
 RUNS_FINISHED = Counter(
     "conveyor_pipelineruns_finished_total", "PipelineRuns that reached a final phase.", ["phase"]
 )
-RUNS_ACTIVE = Gauge("conveyor_pipelineruns_active", "PipelineRuns being reconciled now.")
 JOBS_CREATED = Counter("conveyor_stage_jobs_created_total", "Stage Jobs created.")
 STAGE_SECONDS = Histogram(
     "conveyor_stage_duration_seconds",

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from conveyor.api.pipeline import PipelineSpec
-from conveyor.api.pipelinerun import RunPhase, StagePhase, StageStatus
+from conveyor.api.pipelinerun import StagePhase, StageStatus
 from conveyor.artifacts.layout import RunRecord, StageResult
 from conveyor.artifacts.store import Store
 from conveyor.engine.invocation import StageInvocation
@@ -226,7 +226,3 @@ def _failure_message(files: StageFiles, code: int) -> str:
     log = files.log.read_text(errors="replace").strip() if files.log.is_file() else ""
     tail = log.splitlines()[-5:]
     return f"exited with code {code}" + (": " + " | ".join(tail) if tail else "")
-
-
-def phase_ok(record: RunRecord) -> bool:
-    return record.phase == RunPhase.SUCCEEDED
