@@ -6,6 +6,8 @@ from datetime import datetime
 
 from cronsim import CronSim
 
+from conveyor.engine.names import child_name
+
 MAX_CATCH_UP = 1000
 
 
@@ -24,6 +26,4 @@ def due_time(expr: str, last: datetime | None, now: datetime) -> datetime | None
 
 
 def run_name_for(pipeline: str, when: datetime) -> str:
-    from conveyor.engine.names import child_name
-
     return child_name(pipeline, when.strftime("%Y%m%d%H%M"))

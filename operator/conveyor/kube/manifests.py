@@ -145,10 +145,26 @@ def desired_job(
 
 SERVE_PORT = 8000
 MODEL_ANNOTATION = "conveyor.dev/model-sha256"
+PROMETHEUS_SCRAPE = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(SERVE_PORT),
+    "prometheus.io/path": "/metrics",
+}
 
 
 def model_server_labels(name: str) -> dict[str, str]:
     return standard_labels(component="model-server", instance=name, deployment=name)
+
+
+def model_server_metadata(owner: Owner, **extra: Any) -> dict[str, Any]:
+    """Metadata of the objects serving a ModelDeployment: named after it, owned by it."""
+    return {
+        "name": owner.name,
+        "namespace": owner.namespace,
+        "labels": model_server_labels(owner.name),
+        "ownerReferences": [owner.reference()],
+        **extra,
+    }
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -226,12 +242,7 @@ def desired_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": labels,
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": model_server_metadata(owner),
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(owner.name)},
@@ -257,17 +268,14 @@ def desired_service(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": model_server_labels(owner.name),
-            "ownerReferences": [owner.reference()],
-            "annotations": {
+        "metadata": model_server_metadata(
+            owner,
+            annotations={
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(SERVE_PORT),
                 "prometheus.io/path": "/metrics",
             },
-        },
+        ),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(owner.name),
@@ -280,12 +288,7 @@ def desired_service_monitor(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": model_server_labels(owner.name),
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": model_server_metadata(owner),
         "spec": {
             "selector": {"matchLabels": selector_labels(owner.name)},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
@@ -300,12 +303,7 @@ def desired_prometheus_rule(owner: Owner, model: str, threshold: float, for_: st
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": model_server_labels(owner.name),
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": model_server_metadata(owner),
         "spec": {
             "groups": [
                 {

@@ -59,3 +59,22 @@ def wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> N
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else "the server exited"
             assert time.monotonic() < deadline, "the server did not become ready"
             time.sleep(0.2)
+
+
+def start_serve(*args: str) -> subprocess.Popen[str]:
+    """`conveyor serve ARGS` on a free port of 127.0.0.1 (returned as `proc.port`), ready."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.port = port  # type: ignore[attr-defined]
+    try:
+        wait_ready(port, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc

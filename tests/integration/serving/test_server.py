@@ -19,8 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conveyor.serving.app import InferenceServer, ServeOptions
 from conveyor.serving.model import ModelError, ServedModel, resolve_champion, resolve_uri
 from conveyor.serving.monitor import DriftMonitor
-from tests.conftest import free_port
-from tests.integration.serving.conftest import model_path, wait_ready
+from tests.integration.serving.conftest import model_path, start_serve
 
 
 def load(trained: dict[str, str]) -> ServedModel:
@@ -152,27 +151,9 @@ def test_champion_resolution(trained: dict[str, str]) -> None:
 
 
 def test_serve_as_a_real_process(trained: dict[str, str], features: Any) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "conveyor",
-            "serve",
-            "--pipeline",
-            "breast-cancer",
-            "--store",
-            trained["store"],
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_serve("--pipeline", "breast-cancer", "--store", trained["store"])
+    port = proc.port  # type: ignore[attr-defined]
     try:
-        wait_ready(port, proc)
         rows = features.head(5).to_dict(orient="records")
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/predict", data=json.dumps({"instances": rows}).encode()
@@ -195,31 +176,11 @@ def test_serve_refuses_a_non_run_path(tmp_path: Path) -> None:
 
 
 def test_several_workers_share_the_port_and_merge_metrics(trained: dict[str, str], features: Any) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "conveyor",
-            "serve",
-            "--model",
-            trained["model"],
-            "--workers",
-            "2",
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--min-samples",
-            "10",
-            "--drift-interval",
-            "0.2",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_serve(
+        "--model", trained["model"], "--workers", "2", "--min-samples", "10", "--drift-interval", "0.2"
     )
+    port = proc.port  # type: ignore[attr-defined]
     try:
-        wait_ready(port, proc)
         rows = features.head(5).to_dict(orient="records")
         for _ in range(40):  # new connections: the kernel spreads them over the workers
             req = urllib.request.Request(
