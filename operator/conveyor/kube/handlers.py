@@ -9,22 +9,23 @@ import kopf
 from conveyor.api.common import GROUP, VERSION
 from conveyor.api.pipelinerun import FINISHED_RUN_PHASES
 from conveyor.engine.names import MANAGED_BY
-from conveyor.kube.controller import Controller
-
-RESYNC_SECONDS = 30.0  # safety net; the controller requeues precisely on its own
-DRIFT_SECONDS = 15.0  # how often a ModelDeployment's drift score is read
+from conveyor.kube.controller import MODEL_DEPLOYMENT, PIPELINE, Controller
+from conveyor.kube.observe import controller_of
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="conveyor.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="conveyor.dev", key="last-handled-configuration"
-    )
     settings.posting.level = 30  # logging.WARNING: Kopf posts only its problems as events
     settings.watching.server_timeout = 300
     if "controller" not in memo:
         memo["controller"] = Controller.from_environment()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The ServiceAccount in a pod, else $KUBECONFIG as it is when the operator starts (Kopf's
+    own loaders; the `kubernetes` package's would read $KUBECONFIG once, at import)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.cleanup()
@@ -32,43 +33,47 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo["controller"].close()
 
 
-def _not_finished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in FINISHED_RUN_PHASES
+def _needs_a_look(type: str | None, body: kopf.Body) -> bool:
+    """Whether a watch event is news to the operator: the object appeared (or the operator
+    started and lists it), or its spec changed; not the echo of the operator's own status write."""
+    if type == "DELETED":
+        return False
+    status = body.get("status") or {}
+    return type in (None, "ADDED") or status.get("observedGeneration") != body.metadata.get("generation")
 
 
-@kopf.on.resume(GROUP, VERSION, "pipelineruns", when=_not_finished)
-@kopf.on.create(GROUP, VERSION, "pipelineruns")
-@kopf.on.update(GROUP, VERSION, "pipelineruns", field="spec.cancelled")
-@kopf.timer(GROUP, VERSION, "pipelineruns", interval=RESYNC_SECONDS, when=_not_finished)
-async def reconcile_pipelinerun(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    await memo["controller"].reconcile_run(namespace or "default", name)
+# Watch events, not Kopf's change/timer handlers: those make Kopf add a finalizer to every
+# object, so deleting a namespace hangs while the operator is down. Periodic looks (timeouts,
+# schedules, drift) are the controller's requeues, set after each reconcile.
+@kopf.on.event(GROUP, VERSION, "pipelineruns")
+async def pipelinerun_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    if body.get("status", {}).get("phase") in FINISHED_RUN_PHASES:
+        return
+    if _needs_a_look(type, body) or body.get("spec", {}).get("cancelled"):
+        await memo["controller"].kick_run(body.metadata.namespace or "default", body.metadata.name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    run = body.metadata.labels.get(f"{GROUP}/pipelinerun")
+    run = controller_of(body, "PipelineRun")  # labels may hold a hash of a long name
     if run and body.metadata.namespace:
-        await memo["controller"].kick_run(body.metadata.namespace, run)
+        await memo["controller"].kick_run(body.metadata.namespace, run["name"])
 
 
-@kopf.on.resume(GROUP, VERSION, "pipelines")
-@kopf.on.create(GROUP, VERSION, "pipelines")
-@kopf.on.update(GROUP, VERSION, "pipelines", field="spec")
-@kopf.timer(GROUP, VERSION, "pipelines", interval=RESYNC_SECONDS)
-async def reconcile_pipeline(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    await memo["controller"].pipelines.reconcile(namespace or "default", name)
+@kopf.on.event(GROUP, VERSION, "pipelines")
+async def pipeline_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    if _needs_a_look(type, body):
+        memo["controller"].kick(PIPELINE, body.metadata.namespace or "default", body.metadata.name)
 
 
-@kopf.on.resume(GROUP, VERSION, "modeldeployments")
-@kopf.on.create(GROUP, VERSION, "modeldeployments")
-@kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
-@kopf.timer(GROUP, VERSION, "modeldeployments", interval=DRIFT_SECONDS)
-async def reconcile_modeldeployment(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    await memo["controller"].deployments.reconcile(namespace or "default", name)
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+async def modeldeployment_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    if _needs_a_look(type, body):
+        memo["controller"].kick(MODEL_DEPLOYMENT, body.metadata.namespace or "default", body.metadata.name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 async def model_server_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
-    owner = body.metadata.labels.get(f"{GROUP}/modeldeployment")
+    owner = controller_of(body, "ModelDeployment")
     if owner and body.metadata.namespace:
-        await memo["controller"].deployments.reconcile(body.metadata.namespace, owner)
+        await memo["controller"].deployments.reconcile(body.metadata.namespace, owner["name"])

@@ -10,13 +10,15 @@ from conveyor.api.common import API_VERSION, S3Store
 from conveyor.api.modeldeployment import ModelDeploymentSpec
 from conveyor.api.pipeline import Stage
 from conveyor.engine.invocation import ENV_VAR, StageInvocation
-from conveyor.engine.names import child_name, standard_labels
+from conveyor.engine.names import child_name, dns1035_label, label_value, standard_labels
 from conveyor.engine.params import substitute
 from conveyor.kube.settings import Settings
 
 RUN_UID = 10001
 TERMINATION_LOG = "/dev/termination-log"
 CACHE_KEY_ANNOTATION = "conveyor.dev/cache-key"
+RUN_LABEL = "conveyor.dev/pipelinerun"
+RUN_UID_LABEL = "conveyor.dev/pipelinerun-uid"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,10 @@ class Owner:
     namespace: str
 
     def reference(self) -> dict[str, Any]:
+        # blockOwnerDeletion: a foreground deletion of the owner waits for its children. The
+        # OwnerReferencesPermissionEnforcement admission plugin then asks for `update` on
+        # <owner plural>/finalizers: pipelines (scheduled runs), pipelineruns (Jobs) and
+        # modeldeployments (model servers); the chart's Role grants it.
         return {
             "apiVersion": API_VERSION,
             "kind": self.kind,
@@ -39,6 +45,12 @@ class Owner:
 
 def job_name(run: str, stage: str) -> str:
     return child_name(run, stage)
+
+
+def job_selector(owner: Owner) -> dict[str, str]:
+    """The labels of this very run's Jobs and their pods: the run's UID tells them from those
+    of an earlier run object of the same name that the garbage collector has not removed yet."""
+    return {RUN_LABEL: label_value(owner.name), RUN_UID_LABEL: owner.uid}
 
 
 def restricted_pod_security() -> dict[str, Any]:
@@ -85,6 +97,7 @@ def desired_job(
     labels = standard_labels(
         component="stage", instance=owner.name, pipeline=pipeline, run=owner.name, stage=stage.name
     )
+    labels.update(job_selector(owner))
     env, secret = store_env(s3, settings)
     env += [
         {"name": ENV_VAR, "value": inv.to_json()},
@@ -156,10 +169,16 @@ def model_server_labels(name: str) -> dict[str, str]:
     return standard_labels(component="model-server", instance=name, deployment=name)
 
 
+def model_server_name(name: str) -> str:
+    """The name of a ModelDeployment's Deployment, Service and monitoring objects: its own when
+    that is a valid Service name (a DNS-1035 label), else a shortened one with a hash."""
+    return dns1035_label(name)
+
+
 def model_server_metadata(owner: Owner, **extra: Any) -> dict[str, Any]:
     """Metadata of the objects serving a ModelDeployment: named after it, owned by it."""
     return {
-        "name": owner.name,
+        "name": model_server_name(owner.name),
         "namespace": owner.namespace,
         "labels": model_server_labels(owner.name),
         "ownerReferences": [owner.reference()],
@@ -171,7 +190,7 @@ def selector_labels(name: str) -> dict[str, str]:
     """Immutable keys only: a Deployment's selector cannot change."""
     return {
         "app.kubernetes.io/name": "conveyor",
-        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/instance": label_value(name),
         "app.kubernetes.io/component": "model-server",
     }
 

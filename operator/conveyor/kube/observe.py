@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from conveyor.api.common import GROUP
+
 Body = dict[str, Any]
 
 
@@ -17,6 +19,16 @@ class JobFacts:
     start_time: datetime | None
     finish_time: datetime | None
     cache_key: str | None
+
+
+def controller_of(obj: Any, kind: str) -> Body | None:
+    """The controller ownerReference of a child if its controller is a Conveyor `kind`: who
+    owns it (name and UID) is read here, never from a label (a label value may be a hash)."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        ours = str(ref.get("apiVersion", "")).startswith(f"{GROUP}/") and ref.get("kind") == kind
+        if ours and ref.get("controller"):
+            return dict(ref)
+    return None
 
 
 def _time(value: Any) -> datetime | None:

@@ -1,9 +1,8 @@
 """Reconciling a PipelineRun: read the world, plan, apply, write status. Idempotent.
 
-Facts come from the world, never from memory: a stage is Running or finished as its Job says;
-a stage without a Job is Succeeded when its outputs are committed in the run's prefix of the
-store (a cache hit or a reused stage is committed there as a pointer), else as the status last
-recorded a terminal phase, else Pending.
+Facts come from the world, never from memory: a stage is Running or finished as its Job (one
+controlled by this very run object, by UID) says; a stage without a Job is as `runstate` reads
+it from the store and the status last recorded.
 """
 
 from __future__ import annotations
@@ -29,14 +28,14 @@ from conveyor.api.pipelinerun import (
 from conveyor.artifacts import layout
 from conveyor.artifacts.layout import StageResult
 from conveyor.engine.conditions import set_condition
-from conveyor.engine.patches import status_patch
+from conveyor.engine.patches import finite_metrics, status_patch
 from conveyor.engine.planner import RunFacts, plan_run
 from conveyor.engine.validation import InvalidResource, check_pipeline_spec
 from conveyor.kube import metrics
 from conveyor.kube.client import JOBS, PIPELINERUNS, PIPELINES, PODS, Body, KubeClient
-from conveyor.kube.manifests import Owner, desired_job, job_name
-from conveyor.kube.observe import JobFacts, observe_job
-from conveyor.kube.runstate import observe_store, succeeded
+from conveyor.kube.manifests import RUN_UID_LABEL, Owner, desired_job, job_name, job_selector
+from conveyor.kube.observe import JobFacts, controller_of, observe_job
+from conveyor.kube.runstate import name_taken, observe_store, succeeded
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 from conveyor.orchestration import RunContext, runtime_version
@@ -207,14 +206,16 @@ class RunReconciler:
         s3: Any,
     ) -> Outcome:
         namespace = owner.namespace
-        jobs = {
+        jobs = {  # never a Job of an earlier run object of the same name
             j["metadata"]["name"]: j
-            for j in await self.kube.list(JOBS, namespace, {"conveyor.dev/pipelinerun": owner.name})
+            for j in await self.kube.list(JOBS, namespace, job_selector(owner))
+            if (controller_of(j, "PipelineRun") or {}).get("uid") == owner.uid
         }
         stages, results = await self._observe(ctx, spec, jobs, previous, run)
         now = self.clock()
         events: list[tuple[str, str]] = []
         status = previous
+        blocked: set[str] = set()  # stages whose Job's name is still taken
         for _ in range(len(spec.stages) + 1):
             facts = RunFacts(
                 stages=dict(stages),
@@ -229,10 +230,13 @@ class RunReconciler:
             status = plan.status
             for name in plan.stop:
                 await self.kube.delete(JOBS, namespace, job_name(owner.name, name))
-            if not plan.start:
+            start = [name for name in plan.start if name not in blocked]
+            if not start:
                 break
-            for name in plan.start:
+            for name in start:
                 stages[name] = await self._start(ctx, spec, name, stages, results, owner, s3, now)
+                if stages[name].phase == StagePhase.PENDING:
+                    blocked.add(name)
         status.pipeline_spec = spec
         if plan.finished:
             await self._finish(ctx, status, results, run)
@@ -266,7 +270,11 @@ class RunReconciler:
                 for c in (job.get("status") or {}).get("conditions") or []
             )
             pods = (
-                await self.kube.list(PODS, ctx.namespace, {"job-name": job["metadata"]["name"]})
+                await self.kube.list(
+                    PODS,
+                    ctx.namespace,
+                    {"job-name": job["metadata"]["name"], RUN_UID_LABEL: run.metadata.uid or ""},
+                )
                 if failed
                 else []
             )
@@ -297,9 +305,10 @@ class RunReconciler:
                 StageStatus(name=name, phase=StagePhase.SUCCEEDED, start_time=now, finish_time=now),
                 hit,
             )
-        await self.kube.create(
-            JOBS, owner.namespace, desired_job(owner, ctx.pipeline, stage, inv, s3, self.settings)
-        )
+        job = desired_job(owner, ctx.pipeline, stage, inv, s3, self.settings)
+        if not await self.kube.create(JOBS, owner.namespace, job):  # 409: whose is it?
+            found = await self.kube.get(JOBS, owner.namespace, job["metadata"]["name"])
+            return name_taken(found, owner, name, now, inv.cache_key)
         metrics.JOBS_CREATED.inc()
         finished = [t for d in stage.depends_on if (t := stages[d].finish_time) is not None]
         ready_since = max(finished, default=None)
@@ -318,6 +327,7 @@ class RunReconciler:
     ) -> None:
         status.model = await _io(ctx.model_record, results)
         if status.model is not None:
+            status.model.metrics, _ = finite_metrics(status.model.metrics)  # the stage's says why
             status.metrics = dict(status.model.metrics)
         resume = run.spec.resume_from.run if run.spec.resume_from else None
         await _io(ctx.write_record, status, results, status.start_time or self.clock(), resume)

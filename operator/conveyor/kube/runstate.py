@@ -1,33 +1,67 @@
 """Facts about a run's stages from what the world shows: Job summaries and the store.
 
-A stage without a Job is Succeeded when its outputs are committed in the run's prefix (a cache
-hit or a reused stage is committed there as a pointer), else as the status last recorded a
-terminal phase, else Pending.
+A stage without a Job is Succeeded when this run recorded it running or done and its outputs
+are committed in the run's prefix (a cache hit or a reused stage is committed there as a
+pointer), else as the status last recorded a terminal phase, else Pending.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.api.pipelinerun import PipelineRunStatus, StagePhase, StageStatus
 from conveyor.artifacts import layout
 from conveyor.artifacts.layout import StageResult
 from conveyor.engine.dag import topological_order
+from conveyor.engine.patches import finite_metrics
 from conveyor.kube import metrics
-from conveyor.kube.observe import JobFacts
+from conveyor.kube.manifests import Owner
+from conveyor.kube.observe import Body, JobFacts, controller_of, observe_job
 from conveyor.orchestration import RunContext
 
 
 def succeeded(st: StageStatus, result: StageResult) -> StageStatus:
+    """The stage's status from its committed result; a metric that is NaN or infinite (of a
+    constant column, say) is left out, and the message names it."""
+    metrics, dropped = finite_metrics(result.metrics)
+    base = _reuse_message(result.reused_from) or st.message
+    message = base if dropped in base else f"{base}; {dropped}" if base else dropped
     return st.model_copy(
         update={
             "phase": StagePhase.SUCCEEDED,
             "outputs": {k: v.uri for k, v in result.outputs.items()},
-            "metrics": result.metrics,
+            "metrics": metrics,
             "cache_hit": result.reused_from == "cache",
-            "message": _reuse_message(result.reused_from) or st.message,
+            "message": message,
             "cache_key": result.cache_key or st.cache_key,
         }
     )
+
+
+def name_taken(found: Body | None, owner: Owner, stage: str, now: datetime, cache_key: str) -> StageStatus:
+    """A stage whose Job could not be created: its name is taken by `found`. By this run's own
+    Job (one made before Jobs carried the run's UID label), it runs or failed as the Job says;
+    its outputs are found once committed. By a Job of an earlier run object of the same name
+    (deleted, created again), it is never taken as this run's: the stage waits until the
+    garbage collector has deleted it (its owner is gone)."""
+    ref = controller_of(found, "PipelineRun") if found is not None else None
+    if found is not None and ref is not None and ref.get("uid") == owner.uid:
+        facts = observe_job(found, [], None)
+        failed = facts.phase == StagePhase.FAILED
+        return StageStatus(
+            name=stage,
+            phase=StagePhase.FAILED if failed else StagePhase.RUNNING,
+            attempts=facts.attempts,
+            start_time=facts.start_time or now,
+            finish_time=facts.finish_time if failed else None,
+            message=facts.message,
+            cache_key=cache_key,
+        )
+    whose = f"an earlier PipelineRun {owner.name!r}" if ref is not None else "another owner"
+    job = (found or {}).get("metadata", {}).get("name", "")
+    message = f"waiting: Job {job!r} of {whose} still exists; the stage starts when it is deleted"
+    return StageStatus(name=stage, phase=StagePhase.PENDING, message=message)
 
 
 def _reuse_message(reused_from: str | None) -> str:
@@ -46,9 +80,10 @@ def observe_store(
     resume: str | None,
 ) -> tuple[dict[str, StageStatus], dict[str, StageResult]]:
     """Stage states from Job facts and the store, in dependency order. A stage without a Job
-    is looked up in the store only if it could have results: it ran before (its Job may have
-    been garbage-collected), it is ready (a cache hit is committed as a pointer), or the run
-    resumes another one."""
+    is looked up in the store only if this run recorded it running or done (its Job may have
+    been garbage-collected) or the run resumes another one: outputs in the run's prefix that
+    this run never recorded are an earlier run object's of the same name (deleted, created
+    again), never this one's. A stage that is merely ready starts; a cache hit is found then."""
     recorded = {s.name: s for s in previous.stages}
     edges = {s.name: list(s.depends_on) for s in spec.stages}
     stages: dict[str, StageStatus] = {}
@@ -89,8 +124,7 @@ def observe_store(
             stages[name] = before
             continue
         ran_before = before is not None and before.phase in ("Succeeded", "Running")
-        ready = all(d in results for d in stage.depends_on)
-        if not (ran_before or ready or resume):
+        if not (ran_before or resume):
             continue
         result = ctx.committed(name)
         if result is None and resume:

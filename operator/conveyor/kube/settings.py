@@ -27,7 +27,13 @@ class Settings(BaseModel):
         description="Secret with S3 credentials for stage pods, when the pipeline names none.",
     )
     job_ttl_seconds: int = Field(default=3600, ge=0)
-    resync_seconds: float = Field(default=10.0, gt=0)
+    resync_seconds: float = Field(default=10.0, gt=0, description="Safety-net look at a running run.")
+    pipeline_resync_seconds: float = Field(
+        default=30.0, gt=0, description="How often each Pipeline is looked at (schedules, history)."
+    )
+    drift_seconds: float = Field(
+        default=15.0, gt=0, description="How often a ModelDeployment's drift is read."
+    )
     stage_service_account: str | None = None
     namespaces: list[str] = Field(default_factory=list)
     model_metrics_url: str = Field(

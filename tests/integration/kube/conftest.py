@@ -1,17 +1,23 @@
-"""Fixtures for running the real operator (Kopf, in-process) against the API emulator."""
+"""Fixtures for the operator against a real control plane (see tests/cluster/).
+
+One cluster per test session; each test gets its own namespace (restricted Pod Security
+enforced, the S3 credentials Secret in it) and, where it asks, the real operator (Kopf and
+Conveyor's handlers) in a thread, authenticated as the Helm chart's ServiceAccount. When a test
+ends, its namespace is deleted with the operator still running, and the deletion must complete.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
+import contextlib
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import kmock
 import kopf
 import pytest
 import pytest_asyncio
@@ -20,119 +26,165 @@ import conveyor.kube.handlers  # noqa: F401  (registers the operator's handlers)
 from conveyor.kube.client import Connection, KubeClient
 from conveyor.kube.controller import Controller
 from conveyor.kube.settings import Settings
-from tests.integration.kube.cluster import ApiServer, write_kubeconfig
-from tests.integration.kube.kubelet import Kubelet
-from tests.k8s import pod_spec_of, restricted_violations, validate_custom, validate_k8s
+from tests.cluster.api import Api, ApiError
+from tests.cluster.cluster import CREDENTIALS_SECRET, Cluster
+from tests.conftest import REPO
 
-CALLS_FILE = Path(__file__).resolve().parents[2] / "operator-api-calls.json"
-_ALL_CALLS: set[tuple[str, str]] = set()
+GROUP_PATH = "/apis/conveyor.dev/v1alpha1"
+PATHS = {
+    "Pipeline": "pipelines",
+    "PipelineRun": "pipelineruns",
+    "ModelDeployment": "modeldeployments",
+}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def record_api_calls() -> Iterator[None]:
-    """Writes every (verb, resource) the operator sent during the suite, for the RBAC check."""
-    yield
-    if _ALL_CALLS:
-        merged = set(map(tuple, json.loads(CALLS_FILE.read_text()))) if CALLS_FILE.exists() else set()
-        CALLS_FILE.write_text(json.dumps(sorted(map(list, merged | _ALL_CALLS)), indent=1) + "\n")
+@pytest.fixture(scope="session")
+def cluster(s3_endpoint: str) -> Iterator[Cluster]:
+    root = REPO / ".test-cluster" / f"session-{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    c = Cluster(root, s3_endpoint)
+    try:
+        c.up()
+        previous = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(c.operator_kubeconfig)  # what the operator logs in with
+        yield c
+    finally:
+        c.down()
+    if previous is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = previous
 
 
 @pytest_asyncio.fixture
-async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ApiServer]:
-    async with ApiServer() as server, kmock.Server(server, host="127.0.0.1"):
-        server.declare()
-        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", str(server.url))))
-        yield server
-        _ALL_CALLS.update(server.calls)
-        check_stored_objects(server)
+async def kube(cluster: Cluster) -> AsyncIterator[Api]:
+    """The tests' own admin client (not the operator's identity)."""
+    api = Api.from_kubeconfig(cluster.admin_kubeconfig)
+    yield api
+    await api.close()
 
 
-def check_stored_objects(server: ApiServer) -> None:
-    """Every object in the emulator, whoever wrote it, is valid: Kubernetes kinds against the
-    official schemas (strict), Conveyor kinds against their CRD; pods pass the restricted profile."""
-    for resource in ("batch/v1/jobs", "v1/events", "apps/v1/deployments", "v1/services"):
-        for obj in server.objects_of(resource):
-            validate_k8s(obj)
-            spec = pod_spec_of(obj)
-            if spec is not None:
-                assert restricted_violations(spec) == [], obj["metadata"]["name"]
-    for plural in ("pipelines", "pipelineruns", "modeldeployments"):
-        for obj in server.objects_of(f"conveyor.dev/v1alpha1/{plural}"):
-            assert validate_custom(obj) == [], (obj["metadata"]["name"], obj.get("status"))
+def path_of(kind_or_plural: str, namespace: str | None, name: str | None = None) -> str:
+    plural = PATHS.get(kind_or_plural, kind_or_plural)
+    core = {"pods", "secrets", "events", "services", "configmaps", "serviceaccounts"}
+    apps = {"deployments", "replicasets"}
+    if plural in core:
+        base = "/api/v1"
+    elif plural in apps:
+        base = "/apis/apps/v1"
+    elif plural == "jobs":
+        base = "/apis/batch/v1"
+    else:
+        base = GROUP_PATH
+    ns = f"/namespaces/{namespace}" if namespace else ""
+    return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
 
 
-@pytest.fixture
-def s3(bucket: str, s3_endpoint: str) -> dict[str, str]:
-    return {"bucket": bucket, "endpoint": s3_endpoint}
-
-
-async def create(api: ApiServer, obj: dict[str, Any]) -> None:
-    """What `kubectl create` does: POST to the object's collection."""
-    group_version = obj["apiVersion"]
-    plural = {
-        "Pipeline": "pipelines",
-        "PipelineRun": "pipelineruns",
-        "ModelDeployment": "modeldeployments",
-        "Secret": "secrets",
-    }[obj["kind"]]
-    ns = obj["metadata"].get("namespace", "default")
-    prefix = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
-    resp = await api.post(f"{prefix}/namespaces/{ns}/{plural}", json=obj)
-    assert resp.status < 300, await resp.text()
-    resp.release()
-
-
-async def patch(api: ApiServer, plural: str, name: str, body: dict[str, Any]) -> None:
-    resp = await api.patch(
-        f"/apis/conveyor.dev/v1alpha1/namespaces/default/{plural}/{name}",
-        json=body,
-        headers={"Content-Type": "application/merge-patch+json"},
+async def create(kube: Api, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """What `kubectl create` does, with strict server-side field validation."""
+    obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+    kind = obj["kind"]
+    plural = PATHS.get(kind) or {"Secret": "secrets"}[kind]
+    out: dict[str, Any] = await kube.call(
+        "POST", path_of(plural, namespace), obj, params={"fieldValidation": "Strict"}
     )
-    assert resp.status < 300, await resp.text()
-    resp.release()
+    return out
 
 
-async def credentials_secret(api: ApiServer) -> None:
-    data = {
-        k: base64.b64encode(v.encode()).decode()
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items()
-    }
-    await create(
-        api, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials"}, "data": data}
+async def get(kube: Api, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    out: dict[str, Any] | None = await kube.call("GET", path_of(plural, namespace, name), ok=(404,))
+    return out
+
+
+async def items(kube: Api, plural: str, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
+    params = {"labelSelector": selector} if selector else None
+    out = await kube.call("GET", path_of(plural, namespace), params=params)
+    return list(out["items"])
+
+
+async def merge_patch(kube: Api, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+    await kube.call(
+        "PATCH", path_of(plural, namespace, name), body, content_type="application/merge-patch+json"
     )
 
 
-_EMULATOR = {"server": ""}
+async def delete(kube: Api, plural: str, namespace: str, name: str, propagation: str = "Background") -> None:
+    body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+    await kube.call("DELETE", path_of(plural, namespace, name), body, ok=(404,))
 
 
-@kopf.on.login()
-def _login_to_the_emulator(**_: Any) -> kopf.ConnectionInfo:
-    """Kopf's default login reads $KUBECONFIG once per process; each test has its own emulator."""
-    return kopf.ConnectionInfo(server=_EMULATOR["server"], insecure=True)
+async def wait_for(predicate: Any, timeout: float = 60, what: str = "", interval: float = 0.1) -> Any:
+    """Poll a (sync or async) predicate until it returns something truthy."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(interval)
+
+
+async def namespace_gone(kube: Api, namespace: str, timeout: float) -> None:
+    async def gone() -> bool:
+        return await kube.call("GET", f"/api/v1/namespaces/{namespace}", ok=(404,)) is None
+
+    await wait_for(gone, timeout, f"namespace {namespace} to be deleted", interval=0.25)
+
+
+@pytest_asyncio.fixture
+async def ns(kube: Api, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh namespace enforcing the restricted Pod Security profile, with the credentials
+    Secret stage pods are given. Deleted after the test."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    labels = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}
+    labels["pod-security.kubernetes.io/enforce-version"] = "latest"
+    await kube.call(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
+    )
+    data = {k: base64.b64encode(b"testing").decode() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    await kube.call(
+        "POST",
+        f"/api/v1/namespaces/{name}/secrets",
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET}, "data": data},
+    )
+    await wait_for(
+        lambda: kube.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default", ok=(404,)),
+        30,
+        "the default ServiceAccount",
+    )
+    yield name
+    with contextlib.suppress(ApiError):
+        await kube.call("DELETE", f"/api/v1/namespaces/{name}", ok=(404,))
 
 
 class OperatorProcess:
     """The real operator (Kopf + Conveyor's handlers) in a thread with its own event loop, as
-    a separate process would be (stopping Kopf cancels every task of its loop); restartable."""
+    a separate process would be (stopping Kopf cancels every task of its loop); restartable.
+    It logs in with $KUBECONFIG: a token of the chart's ServiceAccount."""
 
-    def __init__(self, api: ApiServer, settings: Settings) -> None:
-        self.api = api
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.thread: threading.Thread | None = None
         self.errors: list[BaseException] = []
 
     async def start(self) -> None:
-        server = str(self.api.url).rstrip("/")
-        _EMULATOR["server"] = server
         self.stop_flag = threading.Event()
+        ready = threading.Event()
 
         async def main() -> None:
-            controller = Controller(self.settings, KubeClient(Connection(server=server)))
+            controller = Controller(self.settings, KubeClient(Connection.from_environment()))
             await kopf.operator(
+                clusterwide=True,
                 standalone=True,
-                namespaces=["default"],
                 memo=kopf.Memo(controller=controller),
                 stop_flag=self.stop_flag,
+                ready_flag=ready,
             )
 
         def run() -> None:
@@ -140,9 +192,12 @@ class OperatorProcess:
                 asyncio.run(main())
             except BaseException as err:  # surfaced by stop()
                 self.errors.append(err)
+                ready.set()
 
         self.thread = threading.Thread(target=run, name="operator", daemon=True)
         self.thread.start()
+        await asyncio.to_thread(ready.wait, 30)
+        assert not self.errors, self.errors
 
     async def stop(self) -> None:
         if self.thread is None:
@@ -154,37 +209,38 @@ class OperatorProcess:
         assert not self.errors, self.errors
 
 
-@pytest_asyncio.fixture
-async def operator(api: ApiServer, s3: dict[str, str]) -> AsyncIterator[OperatorProcess]:
-    settings = Settings(
+def operator_settings(s3_endpoint: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
         image="conveyor:test",
         resync_seconds=2.0,
-        credentials_secret="s3-credentials",
-        s3_endpoint=s3["endpoint"],
-        namespaces=["default"],
+        credentials_secret=CREDENTIALS_SECRET,
+        s3_endpoint=s3_endpoint,
         job_ttl_seconds=600,
     )
-    await credentials_secret(api)
-    proc = OperatorProcess(api, settings)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest_asyncio.fixture
+async def operator(kube: Api, ns: str, s3_endpoint: str) -> AsyncIterator[OperatorProcess]:
+    proc = OperatorProcess(operator_settings(s3_endpoint))
     await proc.start()
     yield proc
+    if proc.thread is not None:
+        # the namespace goes while the operator runs: nothing of ours may hold it up
+        await kube.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(404,))
+        await namespace_gone(kube, ns, timeout=90)
     await proc.stop()
 
 
-@pytest_asyncio.fixture
-async def kubelet(api: ApiServer) -> AsyncIterator[Kubelet]:
-    # Pods get S3 credentials only from the Secret the operator names, not from this process.
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    async with Kubelet(api, base_env=clean) as k:
-        yield k
+@pytest.fixture
+def s3(bucket: str, s3_endpoint: str) -> dict[str, str]:
+    return {"bucket": bucket, "endpoint": s3_endpoint}
 
 
-async def wait_for(predicate: Any, timeout: float = 60, what: str = "") -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+@pytest.fixture
+def shared_dir(cluster: Cluster) -> Path:
+    """A folder both the tests and the pods see (a pod's /tmp is its own emptyDir)."""
+    path = cluster.root / "shared" / uuid.uuid4().hex[:8]
+    path.mkdir(parents=True)
+    return path

@@ -1,72 +1,144 @@
-"""kubectl as a real client: `kubectl apply` the example, the operator takes it to Succeeded."""
+"""kubectl 1.35 as users run it, against the real API server: server-side strict field
+validation, the CRDs' CEL rules, printer columns and `kubectl wait`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
-import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 
-from conveyor.kube.settings import Settings
+from tests.cluster.api import Api
+from tests.cluster.cluster import Cluster
 from tests.conftest import EXAMPLES, REPO
-from tests.integration.kube.cluster import ApiServer
-from tests.integration.kube.conftest import OperatorProcess, credentials_secret, wait_for
-from tests.integration.kube.kubelet import Kubelet
+from tests.integration.kube.conftest import OperatorProcess, namespace_gone, operator_settings
 
-sys.path.insert(0, str(REPO / "scripts"))
-from k8s_tools import ensure
+CRDS = REPO / "crds"
+
+
+async def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(cluster.kubectl, *args, check=False)
 
 
 @pytest_asyncio.fixture
-async def default_store_operator(api: ApiServer, s3: dict[str, str]) -> Any:
-    """The operator as the chart configures it: a default store, since the example names none."""
-    settings = Settings(
-        image="conveyor:test",
-        resync_seconds=2.0,
-        credentials_secret="s3-credentials",
-        s3_endpoint=s3["endpoint"],
-        store=f"s3://{s3['bucket']}/conveyor",
-        namespaces=["default"],
-    )
-    await credentials_secret(api)
-    proc = OperatorProcess(api, settings)
+async def default_store_operator(kube: Api, ns: str, s3: dict[str, str]) -> AsyncIterator[OperatorProcess]:
+    """The operator as the chart configures it: a default store, since the examples name none."""
+    proc = OperatorProcess(operator_settings(s3["endpoint"], store=f"s3://{s3['bucket']}/conveyor"))
     await proc.start()
     yield proc
+    await kube.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(404,))
+    await namespace_gone(kube, ns, timeout=90)
     await proc.stop()
 
 
-def kubectl(api: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [str(ensure() / "kubectl"), "--server", str(api.url).rstrip("/"), "--token", "test", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+async def test_crds_and_every_example_apply_with_strict_server_side_validation(
+    cluster: Cluster, ns: str
+) -> None:
+    proc = await kubectl(cluster, "apply", "--validate=strict", "-f", str(CRDS))
+    assert proc.returncode == 0, proc.stderr
+    for path in sorted(EXAMPLES.rglob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        if not all(d.get("apiVersion", "").startswith("conveyor.dev/") for d in docs):
+            continue  # Argo CD's objects need Argo CD's CRDs
+        proc = await kubectl(cluster, "apply", "--validate=strict", "-n", ns, "-f", str(path))
+        assert proc.returncode == 0, (path, proc.stderr)
+    # a server-side dry run with the strictest validation of the same files
+    proc = await kubectl(
+        cluster,
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-n",
+        ns,
+        "-f",
+        str(EXAMPLES / "breast-cancer"),
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+async def test_an_unknown_field_is_refused_naming_it(cluster: Cluster, ns: str, tmp_path: Path) -> None:
+    doc = yaml.safe_load((EXAMPLES / "breast-cancer" / "run.yaml").read_text())
+    doc["spec"]["pipelineRefs"] = {"name": "typo"}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    proc = await kubectl(cluster, "apply", "--validate=strict", "-n", ns, "-f", str(path))
+    assert proc.returncode != 0
+    assert 'unknown field "spec.pipelineRefs"' in proc.stderr
+    got = await kubectl(cluster, "get", "cvr", "-n", ns, "-o", "name")
+    assert got.stdout.strip() == ""  # nothing half-applied
+
+
+async def test_changing_a_runs_spec_is_refused_by_the_cel_rule(
+    cluster: Cluster, ns: str, tmp_path: Path
+) -> None:
+    run = EXAMPLES / "breast-cancer" / "run.yaml"
+    assert (await kubectl(cluster, "create", "-n", ns, "-f", str(run))).returncode == 0
+    proc = await kubectl(
+        cluster,
+        "patch",
+        "cvr",
+        "breast-cancer-1",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec": {"params": {"min-accuracy": "0.5"}}}',
+    )
+    assert proc.returncode != 0
+    assert "a PipelineRun's spec is immutable except `cancelled`" in proc.stderr
+    proc = await kubectl(
+        cluster,
+        "patch",
+        "cvr",
+        "breast-cancer-1",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec": {"cancelled": true}}',
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.slow
-async def test_kubectl_apply_then_the_run_succeeds(
-    api: ApiServer, default_store_operator: OperatorProcess, kubelet: Kubelet, tmp_path: Path
+async def test_kubectl_apply_get_and_wait_for_a_run(
+    cluster: Cluster, ns: str, default_store_operator: OperatorProcess
 ) -> None:
-    import asyncio
-
-    proc = await asyncio.to_thread(
-        kubectl, api, "apply", "--validate=false", "-f", str(EXAMPLES / "breast-cancer")
+    proc = await kubectl(
+        cluster,
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        str(EXAMPLES / "breast-cancer" / "pipeline.yaml"),
+        "-f",
+        str(EXAMPLES / "breast-cancer" / "run.yaml"),
     )
     assert proc.returncode == 0, proc.stderr
     assert "pipeline.conveyor.dev/breast-cancer created" in proc.stdout
     assert "pipelinerun.conveyor.dev/breast-cancer-1 created" in proc.stdout
-
-    def finished() -> dict[str, Any] | None:
-        run = api.get_object("conveyor.dev/v1alpha1/pipelineruns", "default", "breast-cancer-1") or {}
-        status = run.get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    status = await wait_for(finished, timeout=120, what="the applied run to finish")
-    assert status["phase"] == "Succeeded"
-    got = await asyncio.to_thread(kubectl, api, "get", "pipelinerun", "breast-cancer-1", "-o", "json")
-    assert got.returncode == 0, got.stderr
+    waited = await kubectl(
+        cluster, "wait", "-n", ns, "--for=condition=Succeeded", "--timeout=240s", "cvr/breast-cancer-1"
+    )
+    assert waited.returncode == 0, waited.stderr
+    assert "condition met" in waited.stdout
+    got = await kubectl(cluster, "get", "cvr", "breast-cancer-1", "-n", ns, "-o", "json")
     assert json.loads(got.stdout)["status"]["phase"] == "Succeeded"
-    listed = await asyncio.to_thread(kubectl, api, "get", "pipelineruns")
-    assert listed.returncode == 0, listed.stderr
-    assert "breast-cancer-1" in listed.stdout
+    table = await kubectl(cluster, "get", "cvp,cvr", "-n", ns)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    run_header = next(line for line in lines if line.startswith("NAME") and "PHASE" in line)
+    for column in ("PIPELINE", "PHASE", "STAGE", "DURATION"):
+        assert column in run_header
+    row = next(line for line in lines if line.startswith("pipelinerun.conveyor.dev/breast-cancer-1"))
+    assert "breast-cancer" in row and "Succeeded" in row
+    assert (
+        await kubectl(cluster, "apply", "-n", ns, "-f", str(EXAMPLES / "breast-cancer" / "deployment.yaml"))
+    ).returncode == 0
+    cvm = await kubectl(cluster, "get", "cvm", "-n", ns)
+    assert cvm.returncode == 0 and "breast-cancer" in cvm.stdout, cvm.stderr

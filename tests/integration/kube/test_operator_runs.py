@@ -1,111 +1,68 @@
-"""The real operator against the API emulator, with Jobs run for real by the test kubelet."""
+"""The real operator against a real control plane: the Job controller retries and times out,
+the garbage collector deletes, the process kubelet runs each pod's command."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from conveyor.artifacts.store import S3Store
-from tests.conftest import EXAMPLES
-from tests.integration.kube.cluster import ApiServer
-from tests.integration.kube.conftest import OperatorProcess, create, patch, wait_for
-from tests.integration.kube.kubelet import Kubelet
-
-RUNS = "conveyor.dev/v1alpha1/pipelineruns"
-PIPELINES = "conveyor.dev/v1alpha1/pipelines"
-JOBS = "batch/v1/jobs"
-
-
-def breast_cancer(s3: dict[str, str]) -> dict[str, Any]:
-    doc = yaml.safe_load((EXAMPLES / "breast-cancer" / "pipeline.yaml").read_text())
-    doc["spec"]["artifacts"] = {
-        "s3": {
-            "bucket": s3["bucket"],
-            "prefix": "conveyor",
-            "endpoint": s3["endpoint"],
-            "credentialsSecret": "s3-credentials",
-        }
-    }
-    return doc
-
-
-def run_of(pipeline: str, name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "conveyor.dev/v1alpha1",
-        "kind": "PipelineRun",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"pipelineRef": {"name": pipeline}, **spec},
-    }
-
-
-def status(api: ApiServer, name: str) -> dict[str, Any]:
-    obj = api.get_object(RUNS, "default", name) or {}
-    return dict(obj.get("status") or {})
-
-
-def finished(api: ApiServer, name: str) -> dict[str, Any] | None:
-    st = status(api, name)
-    return st if st.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+from tests.cluster.api import Api
+from tests.cluster.cluster import Cluster
+from tests.integration.kube.conftest import (
+    OperatorProcess,
+    create,
+    delete,
+    get,
+    items,
+    merge_patch,
+    namespace_gone,
+    wait_for,
+)
+from tests.integration.kube.runs_helpers import (
+    breast_cancer,
+    custom,
+    events_of,
+    finished,
+    job_creations,
+    pipeline,
+    run_of,
+    run_status,
+    stage_map,
+)
 
 
 @pytest.mark.slow
-async def test_breast_cancer_pipeline_succeeds(
-    api: ApiServer, operator: OperatorProcess, kubelet: Kubelet, s3: dict[str, str]
+async def test_breast_cancer_pipeline_succeeds_and_the_same_run_again_creates_no_job(
+    kube: Api, ns: str, operator: OperatorProcess, cluster: Cluster, s3: dict[str, str]
 ) -> None:
-    await create(api, breast_cancer(s3))
-    await create(api, run_of("breast-cancer", "bc-1"))
-    st = await wait_for(lambda: finished(api, "bc-1"), timeout=120, what="run bc-1 to finish")
+    await create(kube, breast_cancer(s3), ns)
+    await create(kube, run_of("breast-cancer", "bc-1"), ns)
+    st = await wait_for(lambda: finished(kube, ns, "bc-1"), timeout=180, what="run bc-1 to finish")
     assert st["phase"] == "Succeeded", st
     cond = st["conditions"][0]
     assert (cond["type"], cond["status"], cond["reason"]) == ("Succeeded", "True", "Succeeded")
     assert st["model"]["metrics"]["accuracy"] >= 0.95 and st["model"]["promoted"] is True
-    assert st["model"]["uri"].startswith(f"s3://{s3['bucket']}/conveyor/default/breast-cancer/bc-1/train/")
+    assert st["model"]["uri"].startswith(f"s3://{s3['bucket']}/conveyor/{ns}/breast-cancer/bc-1/train/")
     assert [s["phase"] for s in st["stages"]] == ["Succeeded"] * 5
-    assert len(api.objects_of(JOBS)) == 5
+    assert len(await items(kube, "jobs", ns)) == 5
     store = S3Store(s3["bucket"], "conveyor")
-    assert "default/breast-cancer/bc-1/run.json" in store.list("default/breast-cancer/bc-1/")
+    assert f"{ns}/breast-cancer/bc-1/run.json" in store.list(f"{ns}/breast-cancer/bc-1/")
+
+    await create(kube, run_of("breast-cancer", "bc-2"), ns)
+    st = await wait_for(lambda: finished(kube, ns, "bc-2"), timeout=120, what="run bc-2 to finish")
+    assert st["phase"] == "Succeeded", st
+    assert [s.get("cacheHit") for s in st["stages"]] == [True] * 5
+    assert len(job_creations(cluster, ns)) == 5  # bc-2 created none
 
 
-def custom(name: str, code: str, **extra: Any) -> dict[str, Any]:
-    """A custom stage: the test kubelet runs its command on this machine."""
-    import sys
-    import textwrap
-
-    return {
-        "name": name,
-        "image": "python:3.11-slim",
-        "command": [sys.executable, "-c", textwrap.dedent(code)],
-        **extra,
-    }
-
-
-def pipeline(name: str, stages: list[dict[str, Any]], s3: dict[str, str], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "conveyor.dev/v1alpha1",
-        "kind": "Pipeline",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"stages": stages, "artifacts": {"s3": {"bucket": s3["bucket"], "prefix": name}}, **spec},
-    }
-
-
-def stage_map(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["name"]: s for s in st.get("stages", [])}
-
-
-def events(api: ApiServer, involved: str) -> list[tuple[str, str]]:
-    return [
-        (e["reason"], e["message"])
-        for e in api.objects_of("v1/events")
-        if e["involvedObject"]["name"] == involved
-    ]
-
-
-async def test_failing_stage_fails_the_run_with_its_message_and_retries_count(
-    api: ApiServer, operator: OperatorProcess, kubelet: Kubelet, s3: dict[str, str], tmp_path: Any
+async def test_failing_stage_fails_the_run_with_its_message_and_retries_through_the_job_controller(
+    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str], shared_dir: Path
 ) -> None:
-    counter = tmp_path / "attempts"
+    counter = shared_dir / "attempts"
     flaky = custom(
         "flaky",
         f"""
@@ -126,9 +83,9 @@ async def test_failing_stage_fails_the_run_with_its_message_and_retries_count(
     """,
         dependsOn=["flaky"],
     )
-    await create(api, pipeline("p1", [flaky, broken, custom("after", "pass", dependsOn=["broken"])], s3))
-    await create(api, run_of("p1", "r1"))
-    st = await wait_for(lambda: finished(api, "r1"), what="r1 to finish")
+    await create(kube, pipeline("p1", [flaky, broken, custom("after", "pass", dependsOn=["broken"])], s3), ns)
+    await create(kube, run_of("p1", "r1"), ns)
+    st = await wait_for(lambda: finished(kube, ns, "r1"), timeout=120, what="r1 to finish")
     stages = stage_map(st)
     assert st["phase"] == "Failed"
     assert st["conditions"][0]["reason"] == "StageFailed"
@@ -138,62 +95,78 @@ async def test_failing_stage_fails_the_run_with_its_message_and_retries_count(
         stages["broken"]["phase"] == "Failed" and stages["broken"]["message"] == "feature store unreachable"
     )
     assert stages["after"]["phase"] == "Skipped"
-    job = api.get_object(JOBS, "default", "r1-flaky")
+    job = await get(kube, "jobs", ns, "r1-flaky")
     assert job is not None and job["spec"]["backoffLimit"] == 2
-    await wait_for(
-        lambda: ("StageFailed", "stage 'broken' failed: feature store unreachable") in events(api, "r1"),
-        timeout=5,
-        what="the StageFailed event",
+    assert job["status"]["failed"] == 2 and job["status"]["succeeded"] == 1  # the Job controller's count
+    assert counter.read_text() == "3"
+    await wait_for(lambda: events_of(kube, ns, "r1"), timeout=10, what="the run's events")
+    assert ("StageFailed", "stage 'broken' failed: feature store unreachable") in await events_of(
+        kube, ns, "r1"
     )
-    assert [r for r, _ in events(api, "r1")] == ["Running", "StageFailed"]
 
 
 async def test_stage_timeout_and_run_timeout(
-    api: ApiServer, operator: OperatorProcess, kubelet: Kubelet, s3: dict[str, str]
+    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str]
 ) -> None:
-    slow = custom("slow", "import time; time.sleep(60)", timeoutSeconds=1)
-    await create(api, pipeline("p2", [slow], s3))
-    await create(api, run_of("p2", "r2"))
-    st = await wait_for(lambda: finished(api, "r2"), what="r2 to finish")
-    assert stage_map(st)["slow"]["message"] == "timed out after 1s"
+    slow = custom("slow", "import time; time.sleep(120)", timeoutSeconds=2)
+    await create(kube, pipeline("p2", [slow], s3), ns)
+    await create(kube, run_of("p2", "r2"), ns)
+    st = await wait_for(lambda: finished(kube, ns, "r2"), timeout=60, what="r2 to finish")
+    assert stage_map(st)["slow"]["message"] == "timed out after 2s"
     assert st["conditions"][0]["reason"] == "StageFailed"
+    job = await get(kube, "jobs", ns, "r2-slow")
+    assert job is not None
+    assert any(c["reason"] == "DeadlineExceeded" for c in job["status"]["conditions"])
 
-    await create(api, pipeline("p3", [custom("slow", "import time; time.sleep(60)")], s3))
-    await create(api, run_of("p3", "r3", timeoutSeconds=2))
-    st = await wait_for(lambda: finished(api, "r3"), what="r3 to finish")
+    await create(kube, pipeline("p3", [custom("slow", "import time; time.sleep(120)")], s3), ns)
+    await create(kube, run_of("p3", "r3", timeoutSeconds=3), ns)
+    st = await wait_for(lambda: finished(kube, ns, "r3"), timeout=60, what="r3 to finish")
     assert st["phase"] == "Failed"
     assert st["conditions"][0]["reason"] == "TimedOut"
     assert stage_map(st)["slow"]["phase"] == "Cancelled"
-    await wait_for(lambda: api.get_object(JOBS, "default", "r3-slow") is None, what="r3's Job deleted")
+    await wait_for(lambda: _gone(kube, "jobs", ns, "r3-slow"), what="r3's Job deleted")
 
 
-async def test_cancel_deletes_running_jobs(
-    api: ApiServer, operator: OperatorProcess, kubelet: Kubelet, s3: dict[str, str], tmp_path: Any
+async def _gone(kube: Api, plural: str, ns: str, name: str) -> bool:
+    return await get(kube, plural, ns, name) is None
+
+
+async def _pods_of_job(kube: Api, ns: str, job: str) -> list[dict[str, Any]]:
+    return await items(kube, "pods", ns, f"batch.kubernetes.io/job-name={job}")
+
+
+async def test_cancel_terminates_the_pods(
+    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str], shared_dir: Path
 ) -> None:
-    started = tmp_path / "started"
+    started = shared_dir / "started"
     sleeper = custom(
         "sleeper",
         f"""
         import pathlib, time
         pathlib.Path({str(started)!r}).write_text("yes")
-        time.sleep(60)
+        time.sleep(120)
     """,
     )
-    await create(api, pipeline("p4", [sleeper, custom("next", "pass", dependsOn=["sleeper"])], s3))
-    await create(api, run_of("p4", "r4"))
+    await create(kube, pipeline("p4", [sleeper, custom("next", "pass", dependsOn=["sleeper"])], s3), ns)
+    await create(kube, run_of("p4", "r4"), ns)
     await wait_for(started.exists, what="the stage to start")
-    await patch(api, "pipelineruns", "r4", {"spec": {"cancelled": True}})
-    st = await wait_for(lambda: finished(api, "r4"), what="r4 to finish")
+    assert len(await _pods_of_job(kube, ns, "r4-sleeper")) == 1
+    await merge_patch(kube, "pipelineruns", ns, "r4", {"spec": {"cancelled": True}})
+    st = await wait_for(lambda: finished(kube, ns, "r4"), what="r4 to finish")
     assert st["phase"] == "Cancelled" and st["conditions"][0]["reason"] == "Cancelled"
     assert [s["phase"] for s in st["stages"]] == ["Cancelled", "Cancelled"]
-    await wait_for(lambda: not api.objects_of(JOBS), what="the Job to be deleted")
-    assert ("delete", "batch/jobs") in api.calls
+    await wait_for(lambda: _gone(kube, "jobs", ns, "r4-sleeper"), what="the Job to be deleted")
+    await wait_for(lambda: _none(_pods_of_job(kube, ns, "r4-sleeper")), what="the pod to be terminated")
 
 
-async def test_restart_resumes_without_creating_any_job_twice(
-    api: ApiServer, operator: OperatorProcess, kubelet: Kubelet, s3: dict[str, str], tmp_path: Any
+async def _none(listing: Any) -> bool:
+    return not await listing
+
+
+async def test_restart_mid_run_creates_no_job_twice(
+    kube: Api, ns: str, operator: OperatorProcess, cluster: Cluster, s3: dict[str, str], shared_dir: Path
 ) -> None:
-    gate = tmp_path / "go"
+    gate = shared_dir / "go"
     wait = custom(
         "wait",
         f"""
@@ -208,85 +181,148 @@ async def test_restart_resumes_without_creating_any_job_twice(
         custom("c", "pass", dependsOn=["wait"]),
         custom("d", "pass", dependsOn=["wait"]),
     ]
-    await create(api, pipeline("p5", stages, s3))
-    await create(api, run_of("p5", "r5"))
-    await wait_for(lambda: api.get_object(JOBS, "default", "r5-wait"), what="the wait stage's Job")
+    await create(kube, pipeline("p5", stages, s3), ns)
+    await create(kube, run_of("p5", "r5"), ns)
+    await wait_for(lambda: get(kube, "jobs", ns, "r5-wait"), what="the wait stage's Job")
     await operator.stop()
     gate.write_text("go")  # the stage finishes while the operator is down
-    await wait_for(
-        lambda: (api.get_object(JOBS, "default", "r5-wait") or {}).get("status", {}).get("succeeded"),
-        what="the wait Job to complete",
-    )
+
+    async def wait_job_done() -> Any:
+        job = await get(kube, "jobs", ns, "r5-wait") or {}
+        return job.get("status", {}).get("succeeded")
+
+    await wait_for(wait_job_done, what="the wait Job to complete")
     await operator.start()
-    st = await wait_for(lambda: finished(api, "r5"), what="r5 to finish")
+    st = await wait_for(lambda: finished(kube, ns, "r5"), timeout=60, what="r5 to finish")
     assert st["phase"] == "Succeeded"
-    job_creates = {k: v for k, v in api.creates.items() if k[0] == "batch/jobs"}
-    assert sorted(name for _, _, name in job_creates) == ["r5-a", "r5-c", "r5-d", "r5-wait"]
-    assert set(job_creates.values()) == {1}
+    assert sorted(job_creations(cluster, ns)) == ["r5-a", "r5-c", "r5-d", "r5-wait"]
 
 
 async def test_run_waits_for_its_pipeline_then_starts(
-    api: ApiServer, operator: OperatorProcess, kubelet: Kubelet, s3: dict[str, str]
+    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str]
 ) -> None:
-    await create(api, run_of("later", "r6"))
-    await wait_for(lambda: status(api, "r6").get("conditions"), what="r6 to get a condition")
-    cond = status(api, "r6")["conditions"][0]
-    assert (status(api, "r6")["phase"], cond["status"], cond["reason"]) == (
-        "Pending",
-        "Unknown",
-        "PipelineNotFound",
-    )
-    assert not api.objects_of(JOBS)
-    await create(api, pipeline("later", [custom("only", "pass")], s3))
-    st = await wait_for(lambda: finished(api, "r6"), timeout=30, what="r6 to finish")
+    await create(kube, run_of("later", "r6"), ns)
+    st = await wait_for(lambda: _with_condition(kube, ns, "r6"), what="r6 to get a condition")
+    cond = st["conditions"][0]
+    assert (st["phase"], cond["status"], cond["reason"]) == ("Pending", "Unknown", "PipelineNotFound")
+    assert not await items(kube, "jobs", ns)
+    await create(kube, pipeline("later", [custom("only", "pass")], s3), ns)
+    st = await wait_for(lambda: finished(kube, ns, "r6"), timeout=60, what="r6 to finish")
     assert st["phase"] == "Succeeded"
 
 
+async def _with_condition(kube: Api, ns: str, name: str) -> dict[str, Any] | None:
+    st = await run_status(kube, ns, name)
+    return st if st.get("conditions") else None
+
+
 async def test_invalid_pipeline_is_marked_and_gets_no_jobs(
-    api: ApiServer, operator: OperatorProcess, kubelet: Kubelet, s3: dict[str, str]
+    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str]
 ) -> None:
     bad = pipeline("cyclic", [custom("a", "pass", dependsOn=["b"]), custom("b", "pass", dependsOn=["a"])], s3)
-    await create(api, bad)
-    await create(api, run_of("cyclic", "r7"))
+    await create(kube, bad, ns)
+    await create(kube, run_of("cyclic", "r7"), ns)
 
-    def ready() -> dict[str, Any] | None:
-        obj = api.get_object(PIPELINES, "default", "cyclic") or {}
+    async def ready() -> dict[str, Any] | None:
+        obj = await get(kube, "pipelines", ns, "cyclic") or {}
         conds = (obj.get("status") or {}).get("conditions") or []
         return conds[0] if conds else None
 
     cond = await wait_for(ready, what="the pipeline's Ready condition")
     assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec")
     assert "cycle: a -> b -> a" in cond["message"]
-    run_cond = await wait_for(lambda: (status(api, "r7").get("conditions") or [None])[0], what="r7 condition")
-    assert run_cond["reason"] == "InvalidSpec" and "cycle" in run_cond["message"]
-    assert not api.objects_of(JOBS)
+    st = await wait_for(lambda: _with_condition(kube, ns, "r7"), what="r7 condition")
+    assert st["conditions"][0]["reason"] == "InvalidSpec" and "cycle" in st["conditions"][0]["message"]
+    assert not await items(kube, "jobs", ns)
 
 
 async def test_max_concurrent_runs_queues_runs(
-    api: ApiServer, operator: OperatorProcess, kubelet: Kubelet, s3: dict[str, str]
+    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str]
 ) -> None:
-    import asyncio
-
     stages = [
-        custom("one", "import time; time.sleep(0.3)"),
-        custom("two", "import time; time.sleep(0.3)", dependsOn=["one"]),
+        custom("one", "import time; time.sleep(0.5)"),
+        custom("two", "import time; time.sleep(0.5)", dependsOn=["one"]),
     ]
-    await create(api, pipeline("serial", stages, s3, maxConcurrentRuns=1))
+    await create(kube, pipeline("serial", stages, s3, maxConcurrentRuns=1), ns)
     for i in range(3):
-        await create(api, run_of("serial", f"q{i}"))
-    peak = 0
-    queued_seen = False
-    while not all(finished(api, f"q{i}") for i in range(3)):
-        active_runs = {
-            j["metadata"]["labels"]["conveyor.dev/pipelinerun"]
-            for j in api.objects_of(JOBS)
+        await create(kube, run_of("serial", f"q{i}"), ns)
+    peak, queued_seen = 0, False
+    while not all([await finished(kube, ns, f"q{i}") for i in range(3)]):
+        active = {
+            j["metadata"]["ownerReferences"][0]["name"]
+            for j in await items(kube, "jobs", ns)
             if not (j.get("status") or {}).get("conditions")
         }
-        peak = max(peak, len(active_runs))
-        queued_seen |= any(
-            (status(api, f"q{i}").get("conditions") or [{}])[0].get("reason") == "Queued" for i in range(3)
-        )
-        await asyncio.sleep(0.02)
+        peak = max(peak, len(active))
+        for i in range(3):
+            conds = (await run_status(kube, ns, f"q{i}")).get("conditions") or [{}]
+            queued_seen |= conds[0].get("reason") == "Queued"
+        await asyncio.sleep(0.05)
     assert peak == 1
     assert queued_seen
-    assert [finished(api, f"q{i}")["phase"] for i in range(3)] == ["Succeeded"] * 3  # type: ignore[index]
+    assert [(await finished(kube, ns, f"q{i}") or {}).get("phase") for i in range(3)] == ["Succeeded"] * 3
+
+
+async def test_deleting_a_run_collects_its_jobs_and_the_same_name_runs_again(
+    kube: Api, ns: str, operator: OperatorProcess, cluster: Cluster, s3: dict[str, str], shared_dir: Path
+) -> None:
+    marker = shared_dir / "runs"
+    count = custom(
+        "count",
+        f"""
+        import pathlib
+        p = pathlib.Path({str(marker)!r})
+        p.write_text(p.read_text() + "x" if p.exists() else "x")
+    """,
+    )
+    await create(kube, pipeline("p8", [{**count, "cache": False}], s3), ns)
+    await create(kube, run_of("p8", "again"), ns)
+    st = await wait_for(lambda: finished(kube, ns, "again"), timeout=60, what="the first run")
+    assert st["phase"] == "Succeeded"
+    first_uid = (await get(kube, "pipelineruns", ns, "again") or {})["metadata"]["uid"]
+    await delete(kube, "pipelineruns", ns, "again")
+    await wait_for(lambda: _none(items(kube, "jobs", ns)), what="the garbage collector to delete the Job")
+    await wait_for(lambda: _none(items(kube, "pods", ns)), what="the garbage collector to delete the pod")
+
+    await create(kube, run_of("p8", "again"), ns)
+    st = await wait_for(
+        lambda: _finished_other(kube, ns, "again", first_uid), timeout=60, what="the second run"
+    )
+    assert st["phase"] == "Succeeded"
+    assert marker.read_text() == "xx"  # the stage ran again
+    assert job_creations(cluster, ns) == ["again-count", "again-count"]
+
+
+async def _finished_other(kube: Api, ns: str, name: str, old_uid: str) -> dict[str, Any] | None:
+    obj = await get(kube, "pipelineruns", ns, name) or {}
+    if obj.get("metadata", {}).get("uid") == old_uid:
+        return None
+    return await finished(kube, ns, name)
+
+
+async def test_names_of_63_characters_work_end_to_end(
+    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str]
+) -> None:
+    pipe_name = "p" * 63
+    run_name = "r" * 63
+    await create(
+        kube,
+        pipeline(pipe_name, [custom("first", "pass"), custom("second", "pass", dependsOn=["first"])], s3),
+        ns,
+    )
+    await create(kube, run_of(pipe_name, run_name), ns)
+    st = await wait_for(lambda: finished(kube, ns, run_name), timeout=60, what="the long-named run")
+    assert st["phase"] == "Succeeded", st
+    jobs = await items(kube, "jobs", ns)
+    assert len(jobs) == 2 and all(len(j["metadata"]["name"]) <= 63 for j in jobs)
+
+
+async def test_namespace_deletion_completes_with_the_operator_stopped(
+    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str], shared_dir: Path
+) -> None:
+    await create(kube, pipeline("p9", [custom("sleepy", "import time; time.sleep(120)")], s3), ns)
+    await create(kube, run_of("p9", "r9"), ns)
+    await wait_for(lambda: items(kube, "pods", ns), what="the stage pod")
+    await operator.stop()
+    await kube.call("DELETE", f"/api/v1/namespaces/{ns}")
+    await namespace_gone(kube, ns, timeout=90)

@@ -1,5 +1,5 @@
-"""The Pipeline reconciler against the API emulator, with an injected clock: schedules,
-concurrency policies and history limits."""
+"""The Pipeline reconciler against the real API server, as the chart's ServiceAccount, with an
+injected clock: schedules, concurrency policies and history limits."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from conveyor.kube.client import Connection, KubeClient
 from conveyor.kube.pipelines import PipelineReconciler
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
-from tests.integration.kube.cluster import ApiServer
-from tests.integration.kube.conftest import create, patch
-from tests.integration.kube.test_operator_runs import RUNS, custom, pipeline, run_of
+from tests.cluster.api import Api
+from tests.integration.kube.conftest import create, get, items, merge_patch
+from tests.integration.kube.runs_helpers import custom, pipeline, run_of
 
 
 class Clock:
@@ -23,103 +23,99 @@ class Clock:
         return self.now
 
 
-async def reconciler(
-    api: ApiServer, s3: dict[str, str], clock: Clock, kicked: list[str]
-) -> PipelineReconciler:
+async def reconciler(s3: dict[str, str], clock: Clock, kicked: list[str]) -> PipelineReconciler:
     async def kick(namespace: str, name: str) -> None:
         kicked.append(name)
 
-    kube = KubeClient(Connection(server=str(api.url).rstrip("/")))
+    kube = KubeClient(Connection.from_environment())  # the operator's identity
     return PipelineReconciler(kube, StoreResolver(Settings(s3_endpoint=s3["endpoint"])), kick, clock)
 
 
-def runs(api: ApiServer) -> list[str]:
-    return sorted(r["metadata"]["name"] for r in api.objects_of(RUNS))
+async def runs(kube: Api, ns: str) -> list[str]:
+    return sorted(r["metadata"]["name"] for r in await items(kube, "pipelineruns", ns))
 
 
-async def set_phase(api: ApiServer, name: str, phase: str, done: str | None = None) -> None:
+async def set_phase(kube: Api, ns: str, name: str, phase: str, done: str | None = None) -> None:
     body: dict[str, Any] = {"status": {"phase": phase}}
     if done:
         body["status"]["completionTime"] = done
-    resp = await api.patch(
-        f"/apis/conveyor.dev/v1alpha1/namespaces/default/pipelineruns/{name}/status",
-        json=body,
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
-    resp.release()
+    await merge_patch(kube, "pipelineruns", ns, f"{name}/status", body)
 
 
 async def test_schedule_creates_one_run_per_due_time_and_forbid_skips(
-    api: ApiServer, s3: dict[str, str]
+    kube: Api, ns: str, s3: dict[str, str]
 ) -> None:
     clock, kicked = Clock(), []
-    rec = await reconciler(api, s3, clock, kicked)
+    rec = await reconciler(s3, clock, kicked)
     await create(
-        api,
+        kube,
         pipeline("nightly", [custom("a", "pass")], s3, schedule="*/5 * * * *", concurrencyPolicy="Forbid"),
+        ns,
     )
-    await rec.reconcile("default", "nightly")  # first sight: starts the schedule, creates nothing
-    assert runs(api) == []
+    await rec.reconcile(ns, "nightly")  # first sight: starts the schedule, creates nothing
+    assert await runs(kube, ns) == []
     clock.now += timedelta(minutes=3)  # 10:01 -> the 10:00 slot is due
-    await rec.reconcile("default", "nightly")
-    await rec.reconcile("default", "nightly")  # idempotent: no second run for the same slot
-    assert runs(api) == ["nightly-202601011000"]
-    run = api.get_object(RUNS, "default", "nightly-202601011000")
+    await rec.reconcile(ns, "nightly")
+    await rec.reconcile(ns, "nightly")  # idempotent: no second run for the same slot
+    assert await runs(kube, ns) == ["nightly-202601011000"]
+    run = await get(kube, "pipelineruns", ns, "nightly-202601011000")
     assert run is not None and run["metadata"]["labels"]["conveyor.dev/trigger"] == "schedule"
     assert run["metadata"]["ownerReferences"][0]["kind"] == "Pipeline"
     clock.now += timedelta(minutes=5)  # 10:06: due again, but the first run is still active
-    await rec.reconcile("default", "nightly")
-    assert runs(api) == ["nightly-202601011000"]
-    await set_phase(api, "nightly-202601011000", "Succeeded", "2026-01-01T10:07:00Z")
+    await rec.reconcile(ns, "nightly")
+    assert await runs(kube, ns) == ["nightly-202601011000"]
+    await set_phase(kube, ns, "nightly-202601011000", "Succeeded", "2026-01-01T10:07:00Z")
     clock.now += timedelta(minutes=5)  # 10:11
-    await rec.reconcile("default", "nightly")
-    assert runs(api) == ["nightly-202601011000", "nightly-202601011010"]
+    await rec.reconcile(ns, "nightly")
+    assert await runs(kube, ns) == ["nightly-202601011000", "nightly-202601011010"]
     await rec.kube.close()
 
 
-async def test_replace_policy_cancels_the_active_run(api: ApiServer, s3: dict[str, str]) -> None:
+async def test_replace_policy_cancels_the_active_run(kube: Api, ns: str, s3: dict[str, str]) -> None:
     clock, kicked = Clock(), []
-    rec = await reconciler(api, s3, clock, kicked)
+    rec = await reconciler(s3, clock, kicked)
     await create(
-        api, pipeline("hourly", [custom("a", "pass")], s3, schedule="0 * * * *", concurrencyPolicy="Replace")
+        kube,
+        pipeline("hourly", [custom("a", "pass")], s3, schedule="0 * * * *", concurrencyPolicy="Replace"),
+        ns,
     )
-    await rec.reconcile("default", "hourly")
+    await rec.reconcile(ns, "hourly")
     clock.now += timedelta(minutes=3)
-    await rec.reconcile("default", "hourly")
-    await set_phase(api, "hourly-202601011000", "Running")
+    await rec.reconcile(ns, "hourly")
+    await set_phase(kube, ns, "hourly-202601011000", "Running")
     clock.now += timedelta(hours=1)
-    await rec.reconcile("default", "hourly")
-    old = api.get_object(RUNS, "default", "hourly-202601011000")
+    await rec.reconcile(ns, "hourly")
+    old = await get(kube, "pipelineruns", ns, "hourly-202601011000")
     assert old is not None and old["spec"]["cancelled"] is True
-    assert runs(api) == ["hourly-202601011000", "hourly-202601011100"]
+    assert await runs(kube, ns) == ["hourly-202601011000", "hourly-202601011100"]
     await rec.kube.close()
 
 
-async def test_history_limit_prunes_the_oldest_finished_runs(api: ApiServer, s3: dict[str, str]) -> None:
+async def test_history_limit_prunes_the_oldest_finished_runs(kube: Api, ns: str, s3: dict[str, str]) -> None:
     clock, kicked = Clock(), []
-    rec = await reconciler(api, s3, clock, kicked)
-    await create(api, pipeline("kept", [custom("a", "pass")], s3, historyLimit=2))
+    rec = await reconciler(s3, clock, kicked)
+    await create(kube, pipeline("kept", [custom("a", "pass")], s3, historyLimit=2), ns)
     for i in range(4):
-        await create(api, run_of("kept", f"k{i}"))
-        await set_phase(api, f"k{i}", "Succeeded", f"2026-01-01T10:0{i}:00Z")
-    await create(api, run_of("kept", "k4"))  # still running: never pruned
-    await set_phase(api, "k4", "Running")
-    await rec.reconcile("default", "kept")
-    assert runs(api) == ["k2", "k3", "k4"]
+        await create(kube, run_of("kept", f"k{i}"), ns)
+        await set_phase(kube, ns, f"k{i}", "Succeeded", f"2026-01-01T10:0{i}:00Z")
+    await create(kube, run_of("kept", "k4"), ns)  # still running: never pruned
+    await set_phase(kube, ns, "k4", "Running")
+    await rec.reconcile(ns, "kept")
+    assert await runs(kube, ns) == ["k2", "k3", "k4"]
     await rec.kube.close()
 
 
-async def test_valid_pipeline_kicks_its_waiting_runs(api: ApiServer, s3: dict[str, str]) -> None:
+async def test_valid_pipeline_kicks_its_waiting_runs(kube: Api, ns: str, s3: dict[str, str]) -> None:
     clock, kicked = Clock(), []
-    rec = await reconciler(api, s3, clock, kicked)
-    await create(api, run_of("fixme", "w1"))
-    await create(api, pipeline("fixme", [custom("a", "pass", dependsOn=["a"])], s3))
-    await rec.reconcile("default", "fixme")
+    rec = await reconciler(s3, clock, kicked)
+    await create(kube, run_of("fixme", "w1"), ns)
+    await create(kube, pipeline("fixme", [custom("a", "pass", dependsOn=["a"])], s3), ns)
+    await rec.reconcile(ns, "fixme")
     assert kicked == []  # invalid: nothing to start
-    await patch(api, "pipelines", "fixme", {"spec": {"stages": [custom("a", "pass")]}})
-    await rec.reconcile("default", "fixme")
+    await merge_patch(kube, "pipelines", ns, "fixme", {"spec": {"stages": [custom("a", "pass")]}})
+    await rec.reconcile(ns, "fixme")
     assert kicked == ["w1"]
-    obj = api.get_object("conveyor.dev/v1alpha1/pipelines", "default", "fixme")
+    obj = await get(kube, "pipelines", ns, "fixme")
     assert obj is not None and obj["status"]["conditions"][0]["status"] == "True"
     assert obj["metadata"]["generation"] == 2 and obj["status"]["observedGeneration"] == 2
     await rec.kube.close()

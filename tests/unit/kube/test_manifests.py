@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,9 +10,10 @@ import pytest
 import yaml
 
 from conveyor.api.common import S3Store
+from conveyor.api.modeldeployment import ModelDeploymentSpec
 from conveyor.api.pipeline import Stage
 from conveyor.engine.invocation import StageInvocation
-from conveyor.kube.manifests import Owner, desired_job
+from conveyor.kube.manifests import Owner, desired_deployment, desired_job, desired_service
 from conveyor.kube.settings import Settings
 from tests.conftest import EXAMPLES
 from tests.k8s import restricted_violations, validate_k8s
@@ -52,6 +54,7 @@ def test_builtin_stage_job_whole() -> None:
         "conveyor.dev/pipeline": "p",
         "conveyor.dev/pipelinerun": "r1",
         "conveyor.dev/stage": "train",
+        "conveyor.dev/pipelinerun-uid": "uid-1",
     }
     assert job == {
         "apiVersion": "batch/v1",
@@ -198,3 +201,21 @@ def test_settings_from_env() -> None:
     assert (s.image, s.namespaces, s.resync_seconds) == ("x:1", ["a", "b"], 3.0)
     with pytest.raises(ValueError, match="CONVEYOR_JOB_TTL_SECONDS"):
         Settings.from_env({"CONVEYOR_JOB_TTL_SECONDS": "-1"})
+
+
+@pytest.mark.parametrize("name", ["m", "a" * 63, "1-model", "my.model", "m" * 253])
+def test_model_server_children_of_any_valid_name_are_valid(name: str) -> None:
+    owner = Owner("ModelDeployment", name, "uid-2", "ml")
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m.skops"}})
+    dep = desired_deployment(owner, spec, "s3://b/m.skops", "sha", None, Settings())
+    svc = desired_service(owner)
+    server = dep["metadata"]["name"]
+    assert server == svc["metadata"]["name"] and len(server) <= 63
+    assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", server)  # a Service's name: DNS-1035
+    assert (server == name) == (len(name) <= 63 and "." not in name and name[0].isalpha())
+    assert dep["metadata"]["ownerReferences"][0]["name"] == name
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["selector"] == selector
+    validate_k8s(dep)
+    validate_k8s(svc)

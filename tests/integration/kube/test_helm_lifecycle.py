@@ -1,0 +1,53 @@
+"""`helm upgrade` and `helm uninstall` of the chart against the real API server: values
+change the operator's Deployment, an uninstall keeps the CRDs (and so every user's resources),
+and a reinstall adopts them again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.cluster.api import Api
+from tests.cluster.cluster import CHART, OPERATOR_SA, RELEASE, RELEASE_NAMESPACE, Cluster
+from tests.integration.kube.conftest import create, get
+from tests.integration.kube.runs_helpers import custom, pipeline
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+async def test_helm_upgrade_then_uninstall_keeps_the_crds_and_resources(
+    cluster: Cluster, kube: Api, ns: str, s3: dict[str, str]
+) -> None:
+    await asyncio.to_thread(
+        cluster.helm,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        RELEASE_NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "operator.jobTTLSeconds=120",
+        "--wait",
+    )
+    dep = await get(kube, "deployments", RELEASE_NAMESPACE, RELEASE)
+    assert dep is not None and env_of(dep)["CONVEYOR_JOB_TTL_SECONDS"] == "120"
+    status = (await asyncio.to_thread(cluster.helm, "status", RELEASE, "-n", RELEASE_NAMESPACE)).stdout
+    assert "REVISION: 2" in status and "STATUS: deployed" in status
+
+    await create(kube, pipeline("kept", [custom("a", "pass")], s3), ns)
+    try:
+        await asyncio.to_thread(cluster.helm, "uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait")
+        sa = f"/api/v1/namespaces/{RELEASE_NAMESPACE}/serviceaccounts/{OPERATOR_SA}"
+        assert await kube.call("GET", sa, ok=(404,)) is None
+        for crd in ("pipelines", "pipelineruns", "modeldeployments"):
+            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}.conveyor.dev"
+            assert await kube.call("GET", path, ok=(404,)) is not None, crd
+        assert await get(kube, "pipelines", ns, "kept") is not None
+    finally:
+        # the rest of the session needs the release (and a token of its new ServiceAccount)
+        await asyncio.to_thread(cluster.install)
+    assert await get(kube, "pipelines", ns, "kept") is not None
