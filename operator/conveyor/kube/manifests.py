@@ -141,7 +141,9 @@ def desired_job(
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
     if stage.timeout_seconds is not None:
-        spec["activeDeadlineSeconds"] = stage.timeout_seconds
+        # per attempt, as the field says: the kubelet fails a pod past its deadline and the Job
+        # controller retries it (a Job's own activeDeadlineSeconds would cover every attempt)
+        pod_spec["activeDeadlineSeconds"] = stage.timeout_seconds
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -44,6 +44,15 @@ def _condition(job: Body, type_: str) -> Body | None:
     return None
 
 
+def _timed_out(pods: list[Body]) -> bool:
+    """Whether the newest finished pod was stopped at its activeDeadlineSeconds."""
+    finished = [p for p in pods if (p.get("status") or {}).get("phase") in ("Failed", "Succeeded")]
+    if not finished:
+        return False
+    newest = max(finished, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+    return (newest.get("status") or {}).get("reason") == "DeadlineExceeded"
+
+
 def termination_message(pods: list[Body]) -> str:
     """The newest pod's termination message (the stage's own error, or its log tail)."""
     newest: tuple[str, str] | None = None
@@ -75,7 +84,7 @@ def observe_job(job: Body, pods: list[Body], timeout_seconds: int | None) -> Job
     failed = _condition(job, "Failed")
     if failed is not None:
         reason = failed.get("reason", "")
-        if reason == "DeadlineExceeded":
+        if reason == "DeadlineExceeded" or _timed_out(pods):
             message = (
                 f"timed out after {timeout_seconds}s"
                 if timeout_seconds

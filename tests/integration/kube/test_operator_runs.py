@@ -108,15 +108,17 @@ async def test_failing_stage_fails_the_run_with_its_message_and_retries_through_
 async def test_stage_timeout_and_run_timeout(
     kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str]
 ) -> None:
-    slow = custom("slow", "import time; time.sleep(120)", timeoutSeconds=2)
+    slow = custom("slow", "import time; time.sleep(120)", timeoutSeconds=2, retries=1)
     await create(kube, pipeline("p2", [slow], s3), ns)
     await create(kube, run_of("p2", "r2"), ns)
-    st = await wait_for(lambda: finished(kube, ns, "r2"), timeout=60, what="r2 to finish")
+    st = await wait_for(lambda: finished(kube, ns, "r2"), timeout=90, what="r2 to finish")
     assert stage_map(st)["slow"]["message"] == "timed out after 2s"
+    assert stage_map(st)["slow"]["attempts"] == 2  # the limit is per attempt: the retry ran
     assert st["conditions"][0]["reason"] == "StageFailed"
     job = await get(kube, "jobs", ns, "r2-slow")
-    assert job is not None
-    assert any(c["reason"] == "DeadlineExceeded" for c in job["status"]["conditions"])
+    assert job is not None and job["status"]["failed"] == 2
+    pods = await items(kube, "pods", ns, "batch.kubernetes.io/job-name=r2-slow")
+    assert [p["status"].get("reason") for p in pods] == ["DeadlineExceeded"] * 2
 
     await create(kube, pipeline("p3", [custom("slow", "import time; time.sleep(120)")], s3), ns)
     await create(kube, run_of("p3", "r3", timeoutSeconds=3), ns)

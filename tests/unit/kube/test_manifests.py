@@ -78,11 +78,11 @@ def test_builtin_stage_job_whole() -> None:
         "spec": {
             "backoffLimit": 2,
             "ttlSecondsAfterFinished": 60,
-            "activeDeadlineSeconds": 600,
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "Never",
+                    "activeDeadlineSeconds": 600,
                     "automountServiceAccountToken": False,
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -140,6 +140,7 @@ def test_custom_stage_job_uses_its_image_and_command() -> None:
     )
     assert container["envFrom"] == [{"secretRef": {"name": "default-s3"}}]
     assert "activeDeadlineSeconds" not in job["spec"]
+    assert "activeDeadlineSeconds" not in job["spec"]["template"]["spec"]
     validate_k8s(job)
 
 

@@ -76,6 +76,39 @@ CASES = [
         [],
         ("Running", 1, ""),
     ),
+    (
+        "every attempt hit the pod's deadline",
+        {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]},
+        [
+            {
+                "metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
+                "status": {"phase": "Failed", "reason": "DeadlineExceeded"},
+            },
+            {
+                "metadata": {"creationTimestamp": "2026-01-01T00:00:40Z"},
+                "status": {"phase": "Failed", "reason": "DeadlineExceeded"},
+            },
+        ],
+        ("Failed", 2, "timed out after 30s"),
+    ),
+    (
+        "the last attempt failed on its own after an earlier one timed out",
+        {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]},
+        [
+            {
+                "metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
+                "status": {"phase": "Failed", "reason": "DeadlineExceeded"},
+            },
+            {
+                "metadata": {"creationTimestamp": "2026-01-01T00:00:40Z"},
+                "status": {
+                    "phase": "Failed",
+                    "containerStatuses": [{"state": {"terminated": {"exitCode": 1, "message": "boom"}}}],
+                },
+            },
+        ],
+        ("Failed", 2, "boom"),
+    ),
 ]
 
 
