@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
     kopf.configure(verbose=args.debug)
+    if not args.debug:  # "Handler ... succeeded" on every watch event: a line per event, and slow
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         standalone=args.peering is None,
         peering_name=args.peering,

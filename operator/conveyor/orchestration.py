@@ -55,6 +55,9 @@ class RunContext:
     params: dict[str, str] = field(default_factory=dict)
     version: str = ""
     base_dir: Path | None = None  # relative local ingest sources are read from here
+    # results of this run's stages already read and verified: a committed result never changes,
+    # so a caller that looks again and again (the operator's reconciles) reads each once
+    known: dict[str, StageResult] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.version = self.version or runtime_version()
@@ -122,15 +125,20 @@ class RunContext:
 
     def committed(self, stage: str, run: str | None = None) -> StageResult | None:
         """The stage's committed result in this run (or another), if its outputs still verify."""
+        if run is None and stage in self.known:
+            return self.known[stage]
         result = layout.read_result(self.store, self.prefix(stage, run))
         if result is None or not all(self.store.verify(r) for r in result.outputs.values()):
             return None
+        if run is None:
+            self.known[stage] = result
         return result
 
     def commit_empty(self, stage: str) -> StageResult:
         """A custom stage that exited 0 without writing outputs.json has no outputs."""
         result = StageResult()
         layout.commit_result(self.store, self.prefix(stage), result)
+        self.known[stage] = result
         return result
 
     def model_record(self, results: dict[str, StageResult]) -> ModelRecord | None:

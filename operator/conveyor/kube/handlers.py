@@ -54,10 +54,17 @@ async def pipelinerun_changed(type: str | None, body: kopf.Body, memo: Any, **_:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def stage_job_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A stage's Job finished (or went): its run moves on. The Job controller writes a Job's
+    status several times per attempt; only its end is news (retries are seen on the resync)."""
     run = controller_of(body, "PipelineRun")  # labels may hold a hash of a long name
-    if run and body.metadata.namespace:
+    if run and body.metadata.namespace and (type == "DELETED" or _job_finished(body)):
         await memo["controller"].kick_run(body.metadata.namespace, run["name"])
+
+
+def _job_finished(body: kopf.Body) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
 
 
 @kopf.on.event(GROUP, VERSION, "pipelines")

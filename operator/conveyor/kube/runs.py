@@ -68,12 +68,17 @@ class RunReconciler:
         self.locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self.admission: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self.version = runtime_version(settings.image)
+        # per run (namespace, name) -> (its UID, the stage results already read from the store)
+        self.known: dict[tuple[str, str], tuple[str, dict[str, StageResult]]] = {}
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
         try:
             async with self.locks[(namespace, name)]:
-                return await self._reconcile(namespace, name)
+                outcome = await self._reconcile(namespace, name)
+                if outcome.finished:
+                    self.known.pop((namespace, name), None)
+                return outcome
         except Exception:
             metrics.RECONCILE_ERRORS.labels(kind="PipelineRun").inc()
             raise
@@ -97,7 +102,14 @@ class RunReconciler:
         try:
             store, s3 = self.stores.for_pipeline(spec)
             ctx = RunContext(
-                spec, pipeline_name, namespace, name, store, run.spec.params, version=self.version
+                spec,
+                pipeline_name,
+                namespace,
+                name,
+                store,
+                run.spec.params,
+                version=self.version,
+                known=self._known(namespace, name, body["metadata"].get("uid", "")),
             )
         except InvalidResource as err:
             await self._fail_invalid(body, previous, run, "; ".join(map(str, err.problems)))
@@ -108,6 +120,14 @@ class RunReconciler:
                 return Outcome(finished=False, requeue=self.settings.resync_seconds)
         owner = Owner("PipelineRun", name, body["metadata"].get("uid", ""), namespace)
         return await self._advance(run, body, spec, ctx, owner, previous, s3)
+
+    def _known(self, namespace: str, name: str, uid: str) -> dict[str, StageResult]:
+        """The results this run's reconciles have read (a run re-created under the same name
+        starts afresh)."""
+        held = self.known.get((namespace, name))
+        if held is None or held[0] != uid:
+            held = self.known[(namespace, name)] = (uid, {})
+        return held[1]
 
     # the pipeline --------------------------------------------------------------------------
     async def _pipeline(

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -43,17 +44,22 @@ def cluster(s3_endpoint: str) -> Iterator[Cluster]:
     root = REPO / ".test-cluster" / f"session-{os.getpid()}"
     root.mkdir(parents=True, exist_ok=True)
     c = Cluster(root, s3_endpoint)
+    # CONVEYOR_TEST_AUDIT=all logs every request (to see which RBAC grants the operator uses)
+    c.plane.audit_everything = os.environ.get("CONVEYOR_TEST_AUDIT") == "all"
+    previous = os.environ.get("KUBECONFIG")
     try:
         c.up()
-        previous = os.environ.get("KUBECONFIG")
         os.environ["KUBECONFIG"] = str(c.operator_kubeconfig)  # what the operator logs in with
         yield c
     finally:
         c.down()
-    if previous is None:
-        os.environ.pop("KUBECONFIG", None)
-    else:
-        os.environ["KUBECONFIG"] = previous
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+    # logs and state stay for a look with CONVEYOR_KEEP_CLUSTER=1
+    if not os.environ.get("CONVEYOR_KEEP_CLUSTER"):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest_asyncio.fixture

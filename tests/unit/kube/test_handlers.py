@@ -30,9 +30,10 @@ class Controller:
         self.kicked.append((namespace, name))
 
 
-def child(kind: str, owner: str, label: str, controller: bool = True) -> kopf.Body:
+def child(kind: str, owner: str, label: str, controller: bool = True, status: Any = None) -> kopf.Body:
     return kopf.Body(
         {
+            "status": status or {},
             "metadata": {
                 "name": "child",
                 "namespace": "ml",
@@ -47,20 +48,29 @@ def child(kind: str, owner: str, label: str, controller: bool = True) -> kopf.Bo
                         "controller": controller,
                     },
                 ],
-            }
+            },
         }
     )
 
 
-async def test_a_stage_job_kicks_its_controlling_run() -> None:
+DONE = {"conditions": [{"type": "Complete", "status": "True"}]}
+FAILED = {"conditions": [{"type": "Failed", "status": "True"}]}
+ACTIVE = {"active": 1, "conditions": [{"type": "Failed", "status": "False"}]}
+
+
+async def test_a_stage_job_kicks_its_controlling_run_when_it_ends() -> None:
     controller = Controller()
     memo: Any = {"controller": controller}
-    await handlers.stage_job_changed(body=child("PipelineRun", LONG, "pipelinerun"), memo=memo)
-    await handlers.stage_job_changed(
-        body=child("PipelineRun", "x", "pipelinerun", controller=False), memo=memo
+    job = handlers.stage_job_changed
+    await job(type="MODIFIED", body=child("PipelineRun", LONG, "pipelinerun", status=DONE), memo=memo)
+    await job(type="MODIFIED", body=child("PipelineRun", "f", "pipelinerun", status=FAILED), memo=memo)
+    await job(type="DELETED", body=child("PipelineRun", "d", "pipelinerun", status=ACTIVE), memo=memo)
+    await job(type="MODIFIED", body=child("PipelineRun", "a", "pipelinerun", status=ACTIVE), memo=memo)
+    await job(
+        type=None, body=child("PipelineRun", "x", "pipelinerun", controller=False, status=DONE), memo=memo
     )
-    await handlers.stage_job_changed(body=child("ModelDeployment", "x", "pipelinerun"), memo=memo)
-    assert controller.kicked == [("ml", LONG)]
+    await job(type=None, body=child("ModelDeployment", "x", "pipelinerun", status=DONE), memo=memo)
+    assert controller.kicked == [("ml", LONG), ("ml", "f"), ("ml", "d")]
 
 
 async def test_a_model_server_reconciles_its_controlling_modeldeployment() -> None:
