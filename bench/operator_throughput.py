@@ -250,6 +250,7 @@ async def bench(cluster: Cluster, runs: int, moto: int) -> None:
     jobs = (await kube.call("GET", JOBS))["items"]
     await kube.close()
 
+    time.sleep(3)  # the audit log is written in batches (at most 1 s apart)
     events = list({e["auditID"]: e for e in cluster.plane.audit_events()}.values())  # one per request
     calls = Counter(
         what(e)

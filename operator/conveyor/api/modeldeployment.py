@@ -73,6 +73,13 @@ class Retrain(Model):
 class Rollout(Model):
     strategy: Literal["Rolling"] = "Rolling"
     max_unavailable: int = Field(default=0, ge=0)
+    progress_deadline_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="How long a new model's pods may take to become ready (the Deployment's "
+        "progressDeadlineSeconds); past it the rollout has failed and the last good model is "
+        "served again.",
+    )
 
 
 class ModelDeploymentSpec(Model):

@@ -122,10 +122,12 @@ def plan_rollout(
         progressing = _failed(target, f"serving the last good model {serve.uri}") if back else done
         ready = Cond("True", Reason.AVAILABLE, f"serving model {serve.uri} on {rollout.ready} replica(s)")
         return RolloutPlan(serve, False, serve, failed, progressing, ready)
-    if rollout is not None and not update and rollout.failed:
-        progressing = _failed(serve, _no_rollback(last_good))
-    elif back:
+    if back:
+        # Before `rollout.failed`: the controller keeps a deadline's condition sticky until
+        # the rollback completes, so it reports it for the rolled-back generation too.
         progressing = _failed(target, f"rolling back to the last good model {serve.uri}")
+    elif rollout is not None and not update and rollout.failed:
+        progressing = _failed(serve, _no_rollback(last_good))
     else:
         waiting = "" if update or rollout is None else f": {rollout.progress}"
         progressing = Cond("True", Reason.ROLLING_OUT, f"rolling out model {serve.uri}{waiting}")

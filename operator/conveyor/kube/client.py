@@ -124,7 +124,12 @@ class KubeClient:
             method, self.conn.server + path, data=data, params=params, headers=headers
         ) as resp:
             text = await resp.text()
-            payload = json.loads(text) if text else None
+            try:
+                payload = json.loads(text) if text else None
+            except ValueError:
+                if resp.status < 400:
+                    raise ApiError(resp.status, f"{method} {path}: not JSON: {text[:200]}") from None
+                payload = None  # the plain-text "404 page not found" of an API group not served
             if resp.status >= 400 and resp.status not in (404, 409):
                 message = payload.get("message", text) if isinstance(payload, dict) else text
                 raise ApiError(resp.status, f"{method} {path}: {message}")

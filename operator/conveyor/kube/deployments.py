@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
@@ -34,6 +33,7 @@ from conveyor.kube.client import (
     Body,
     KubeClient,
 )
+from conveyor.kube.drift import DriftReader, PodDrift
 from conveyor.kube.manifests import (
     MODEL_ANNOTATION,
     SERVE_PORT,
@@ -48,7 +48,6 @@ from conveyor.kube.manifests import (
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 
-DriftReader = Callable[[str, str], Awaitable[float | None]]
 DURATION = re.compile(r"^(\d+)(s|m|h)$")
 
 
@@ -62,22 +61,6 @@ def seconds(text: str) -> float:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
-def drift_score(metrics_text: str) -> float | None:
-    """The largest `conveyor_drift_score` in a Prometheus text exposition."""
-    values = [
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics_text.splitlines()
-        if line.startswith("conveyor_drift_score{")
-    ]
-    return max(values) if values else None
-
-
-def prometheus_value(body: str) -> float | None:
-    """The value of an instant-vector answer of Prometheus' HTTP API."""
-    result = json.loads(body).get("data", {}).get("result", [])
-    return float(result[0]["value"][1]) if result else None
-
-
 class DeploymentReconciler:
     def __init__(
         self,
@@ -88,14 +71,8 @@ class DeploymentReconciler:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.kube, self.settings, self.stores, self.clock = kube, settings, stores, clock
-        self.read_drift = drift or self._read_drift
+        self.read_drift = drift or PodDrift(kube)
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-    async def _read_drift(self, namespace: str, name: str) -> float | None:
-        text = await self.kube.get_text(
-            self.settings.model_metrics_url.format(name=model_server_name(name), namespace=namespace)
-        )
-        return drift_score(text) if text else None
 
     async def reconcile(self, namespace: str, name: str) -> None:
         lock = self.locks.setdefault((namespace, name), asyncio.Lock())

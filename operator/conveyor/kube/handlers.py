@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -16,6 +18,9 @@ from conveyor.kube.observe import controller_of
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = 30  # logging.WARNING: Kopf posts only its problems as events
+    # store reads and writes (boto3 blocks) run in threads: many runs' reconciles at once must
+    # not queue behind asyncio's default of cpu_count + 4 threads
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="store"))
     settings.watching.server_timeout = 300
     if "controller" not in memo:
         memo["controller"] = Controller.from_environment()

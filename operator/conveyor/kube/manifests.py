@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.api.common import API_VERSION, S3Store
-from conveyor.api.modeldeployment import ModelDeploymentSpec
+from conveyor.api.modeldeployment import ModelDeploymentSpec, Rollout
 from conveyor.api.pipeline import Stage
 from conveyor.engine.invocation import ENV_VAR, StageInvocation
 from conveyor.engine.names import child_name, dns1035_label, label_value, standard_labels
@@ -259,7 +259,7 @@ def desired_deployment(
         container["envFrom"] = [{"secretRef": {"name": secret}}]
     if spec.resources is not None:
         container["resources"] = spec.resources.model_dump(exclude_none=True)
-    max_unavailable = spec.rollout.max_unavailable if spec.rollout else 0
+    rollout = spec.rollout or Rollout()
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -267,10 +267,10 @@ def desired_deployment(
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(owner.name)},
-            "progressDeadlineSeconds": 300,
+            "progressDeadlineSeconds": rollout.progress_deadline_seconds,
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": 1},
+                "rollingUpdate": {"maxUnavailable": rollout.max_unavailable, "maxSurge": 1},
             },
             "template": {
                 "metadata": {"labels": dict(labels), "annotations": {MODEL_ANNOTATION: model_sha}},

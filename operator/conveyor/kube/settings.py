@@ -27,7 +27,7 @@ class Settings(BaseModel):
         description="Secret with S3 credentials for stage pods, when the pipeline names none.",
     )
     job_ttl_seconds: int = Field(default=3600, ge=0)
-    resync_seconds: float = Field(default=10.0, gt=0, description="Safety-net look at a running run.")
+    resync_seconds: float = Field(default=30.0, gt=0, description="Safety-net look at a running run.")
     pipeline_resync_seconds: float = Field(
         default=30.0, gt=0, description="How often each Pipeline is looked at (schedules, history)."
     )
@@ -36,12 +36,8 @@ class Settings(BaseModel):
     )
     stage_service_account: str | None = None
     namespaces: list[str] = Field(default_factory=list)
-    model_metrics_url: str = Field(
-        default="http://{name}.{namespace}.svc:8000/metrics",
-        description="Where a ModelDeployment's drift score is read (its Service); {name}, {namespace}.",
-    )
     prometheus_url: str | None = Field(
-        default=None, description="Read drift scores from this Prometheus instead of the Services."
+        default=None, description="Read drift scores from this Prometheus instead of the model servers' pods."
     )
     metrics_port: int = 8080
     health_port: int = 8081

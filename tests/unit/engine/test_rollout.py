@@ -184,6 +184,17 @@ CASES: list[tuple[Any, ...]] = [
         (A, False, None, "sha-b", ("False", "RolloutFailed"), "True"),
     ),
     (
+        "rolled back, observed: the controller keeps the deadline until the failed pods are gone",
+        deployment(
+            A, generation=4, observed=4, spec=1, replicas=2, updated=1, available=1, progressing=DEADLINE
+        ),
+        B,
+        A,
+        "sha-b",
+        1,
+        (A, False, None, "sha-b", ("False", "RolloutFailed"), "True"),
+    ),
+    (
         "rollback complete: the failed model stays failed, the good one is served",
         deployment(A, spec=1, replicas=1, updated=1, available=1),
         B,
@@ -248,6 +259,13 @@ def test_rollout_messages_say_why() -> None:
     )
     none = plan_rollout(B, failing, 1, None, None)
     assert none.progressing.message.endswith("; there is no earlier good model to roll back to")
+    # the rolled-back generation, observed, still carries the deadline of the failed one
+    sticky = read(
+        deployment(
+            A, generation=4, observed=4, spec=1, replicas=2, updated=1, available=1, progressing=DEADLINE
+        )
+    )
+    assert plan_rollout(B, sticky, 1, A, "sha-b").progressing.message == back.progressing.message
     same = plan_rollout(B, failing, 1, B, None)
     assert same.progressing.message.endswith("; it is the last good model, there is nothing to roll back to")
     assert B.uri in none.progressing.message and B.uri in same.progressing.message

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from conveyor.kube.client import PIPELINERUNS
+from conveyor.kube.client import PIPELINERUNS, SERVICEMONITORS, Connection, KubeClient
 from tests.unit.kube.fakeapi import FakeApi, FakeClient
 
 
@@ -37,3 +38,32 @@ async def test_an_event_about_an_object_with_a_long_name_has_a_valid_name() -> N
     (event,) = api.of("events")
     assert len(event["metadata"]["name"]) <= 253
     assert event["involvedObject"]["name"] == involved["metadata"]["name"]
+
+
+class _PlainText:
+    """What a real API server answers for an API group it does not serve."""
+
+    status = 404
+    closed = False
+
+    async def text(self) -> str:
+        return "404 page not found\n"
+
+    async def __aenter__(self) -> _PlainText:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    def request(self, *_: object, **__: object) -> _PlainText:
+        return self
+
+
+async def test_an_api_group_that_is_not_served_is_a_plain_text_404() -> None:
+    class Client(KubeClient):
+        async def _http(self) -> Any:
+            return _PlainText()
+
+    kube = Client(Connection(server="https://k8s"))
+    assert await kube.serves(SERVICEMONITORS) is False
+    assert await kube.get(SERVICEMONITORS, "ml", "m") is None

@@ -220,3 +220,18 @@ def test_model_server_children_of_any_valid_name_are_valid(name: str) -> None:
     assert svc["spec"]["selector"] == selector
     validate_k8s(dep)
     validate_k8s(svc)
+
+
+def test_model_server_rollout_settings_reach_the_deployment() -> None:
+    owner = Owner("ModelDeployment", "m", "uid-3", "ml")
+    default = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m.skops"}})
+    dep = desired_deployment(owner, default, "s3://b/m.skops", "sha", None, Settings())
+    assert dep["spec"]["progressDeadlineSeconds"] == 300
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": {"uri": "s3://b/m.skops"}, "rollout": {"maxUnavailable": 1, "progressDeadlineSeconds": 20}}
+    )
+    dep = desired_deployment(owner, spec, "s3://b/m.skops", "sha", None, Settings())
+    assert dep["spec"]["progressDeadlineSeconds"] == 20
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 1}
+    validate_k8s(dep)
