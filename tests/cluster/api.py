@@ -71,20 +71,27 @@ class Api:
         content_type: str = "application/json",
         ok: tuple[int, ...] = (),
     ) -> Any:
-        """The decoded answer; None for a status listed in `ok`; ApiError for any other >= 400."""
+        """The decoded answer; None for a status listed in `ok`; ApiError for any other >= 400.
+        A 429 (a CRD's storage still initialising, say) is tried again after its Retry-After,
+        as client-go does."""
         http = await self.http()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         timeout = aiohttp.ClientTimeout(total=60)
-        async with http.request(
-            method, self.server + path, data=data, params=params, headers=headers, timeout=timeout
-        ) as resp:
-            text = await resp.text()
-            if resp.status in ok:
-                return None
-            if resp.status >= 400:
-                raise ApiError(resp.status, text)
-            return json.loads(text) if text else None
+        for attempt in range(10):
+            async with http.request(
+                method, self.server + path, data=data, params=params, headers=headers, timeout=timeout
+            ) as resp:
+                text = await resp.text()
+                if resp.status == 429 and attempt < 9:
+                    await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                    continue
+                if resp.status in ok:
+                    return None
+                if resp.status >= 400:
+                    raise ApiError(resp.status, text)
+                return json.loads(text) if text else None
+        raise AssertionError("unreachable")
 
     async def watch(
         self,

@@ -99,7 +99,9 @@ class Kubelet:
         self.instant = instant
         self.node = node
         self.pods: dict[str, PodRun] = {}
-        self._ips = (f"127.0.{i // 250 + 1}.{i % 250 + 2}" for i in itertools.count())
+        # 127.N.X.Y, N from the process id: two clusters on one machine hand out other addresses
+        net = os.getpid() % 200 + 20
+        self._ips = (f"127.{net}.{i // 250 + 1}.{i % 250 + 2}" for i in itertools.count())
         self._env_base = {
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "PYTHONPATH": os.environ.get("PYTHONPATH", ""),

@@ -78,14 +78,18 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* RBAC rules: what the operator does, and nothing more (tests check them against its calls). */}}
+{{/* RBAC rules: what the operator does, and nothing more (its tests run it as this ServiceAccount on a real API server). */}}
 {{- define "conveyor.namespacedRules" }}
+{{- /* Only runs are written (scheduled and retraining runs, cancel, history); the rest is read. */}}
 - apiGroups: [conveyor.dev]
-  resources: [pipelines, pipelineruns, modeldeployments]
+  resources: [pipelines, modeldeployments]
+  verbs: [get, list, watch]
+- apiGroups: [conveyor.dev]
+  resources: [pipelineruns]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [conveyor.dev]
   resources: [pipelines/status, pipelineruns/status, modeldeployments/status]
-  verbs: [get, patch]
+  verbs: [patch]
 {{- /* Children carry blockOwnerDeletion (foreground deletion waits for them); the
 OwnerReferencesPermissionEnforcement admission plugin then requires update on the owner's finalizers. */}}
 - apiGroups: [conveyor.dev]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from conveyor.kube.client import Connection, KubeClient
+from conveyor.kube.client import ApiError, Connection, KubeClient
 from conveyor.kube.deployments import DeploymentReconciler
 from conveyor.kube.pipelines import PipelineReconciler
 from conveyor.kube.runs import RunReconciler
@@ -86,6 +86,13 @@ class Controller:
             else:
                 await self.deployments.reconcile(namespace, name)
                 self.requeue(namespace, name, self.settings.drift_seconds, kind)
+        except ApiError as err:
+            if err.status == 403 and "being terminated" in str(err):
+                # its namespace is going: the object goes with it, nothing to retry
+                log.info("%s %s/%s: its namespace is being deleted", kind, namespace, name)
+                return
+            log.exception("reconciling %s %s/%s failed; retrying", kind, namespace, name)
+            self.requeue(namespace, name, self.settings.resync_seconds, kind)
         except Exception:
             log.exception("reconciling %s %s/%s failed; retrying", kind, namespace, name)
             self.requeue(namespace, name, self.settings.resync_seconds, kind)

@@ -51,3 +51,33 @@ async def test_helm_upgrade_then_uninstall_keeps_the_crds_and_resources(
         # the rest of the session needs the release (and a token of its new ServiceAccount)
         await asyncio.to_thread(cluster.install)
     assert await get(kube, "pipelines", ns, "kept") is not None
+
+
+async def test_the_chart_grants_the_operator_no_more_than_it_uses(cluster: Cluster, ns: str) -> None:
+    """What the API server itself answers for the chart's ServiceAccount (`kubectl auth can-i`):
+    the operator's tests pass with these grants; these are refused."""
+    who = f"system:serviceaccount:{RELEASE_NAMESPACE}:{OPERATOR_SA}"
+
+    async def can(verb: str, resource: str) -> str:
+        proc = await asyncio.to_thread(
+            cluster.kubectl, "auth", "can-i", verb, resource, "-n", ns, "--as", who, check=False
+        )
+        return proc.stdout.strip()
+
+    for verb, resource in (
+        ("create", "jobs.batch"),
+        ("patch", "pipelineruns.conveyor.dev/status"),
+        ("list", "pods"),
+        ("create", "events"),
+    ):
+        assert await can(verb, resource) == "yes", (verb, resource)
+    for verb, resource in (
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("create", "pods"),
+        ("delete", "pipelines.conveyor.dev"),
+        ("patch", "modeldeployments.conveyor.dev"),
+        ("update", "jobs.batch"),
+        ("delete", "deployments.apps"),
+    ):
+        assert await can(verb, resource) == "no", (verb, resource)
