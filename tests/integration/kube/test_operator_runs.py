@@ -302,21 +302,23 @@ async def _finished_other(kube: Api, ns: str, name: str, old_uid: str) -> dict[s
     return await finished(kube, ns, name)
 
 
-async def test_names_of_63_characters_work_end_to_end(
+async def test_names_of_63_characters_and_longer_work_end_to_end(
     kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str]
 ) -> None:
+    """Names up to 63 characters are used as they are; a longer run name (a valid object name
+    up to 253) is hashed wherever a label value or a child's name must fit in 63."""
     pipe_name = "p" * 63
-    run_name = "r" * 63
-    await create(
-        kube,
-        pipeline(pipe_name, [custom("first", "pass"), custom("second", "pass", dependsOn=["first"])], s3),
-        ns,
-    )
-    await create(kube, run_of(pipe_name, run_name), ns)
-    st = await wait_for(lambda: finished(kube, ns, run_name), timeout=60, what="the long-named run")
-    assert st["phase"] == "Succeeded", st
+    stages = [custom("first", "pass"), custom("second", "pass", dependsOn=["first"])]
+    await create(kube, pipeline(pipe_name, stages, s3), ns)
+    runs = ["r" * 63, "long-" + "r" * 65]  # 63 and 70 characters
+    for name in runs:
+        await create(kube, run_of(pipe_name, name), ns)
+    for name in runs:
+        st = await wait_for(lambda n=name: finished(kube, ns, n), timeout=90, what=f"run {name}")
+        assert st["phase"] == "Succeeded", st
     jobs = await items(kube, "jobs", ns)
-    assert len(jobs) == 2 and all(len(j["metadata"]["name"]) <= 63 for j in jobs)
+    assert len(jobs) == 4 and all(len(j["metadata"]["name"]) <= 63 for j in jobs)
+    assert {j["metadata"]["ownerReferences"][0]["name"] for j in jobs} == set(runs)
 
 
 async def test_namespace_deletion_completes_with_the_operator_stopped(
