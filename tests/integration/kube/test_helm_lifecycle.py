@@ -81,3 +81,45 @@ async def test_the_chart_grants_the_operator_no_more_than_it_uses(cluster: Clust
         ("delete", "deployments.apps"),
     ):
         assert await can(verb, resource) == "no", (verb, resource)
+
+
+async def test_children_need_the_finalizers_grant_under_owner_reference_enforcement(
+    cluster: Cluster, kube: Api, ns: str, s3: dict[str, str]
+) -> None:
+    """Stage Jobs carry `blockOwnerDeletion: true`; the API server's
+    OwnerReferencesPermissionEnforcement then requires `update` on pipelineruns/finalizers. The
+    chart grants it: without that rule, the operator's first Job create is refused."""
+    from tests.integration.kube.conftest import OperatorProcess, operator_settings, wait_for
+    from tests.integration.kube.runs_helpers import run_of
+
+    role = await kube.call("GET", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{RELEASE}")
+    kept = [r for r in role["rules"] if not any(x.endswith("/finalizers") for x in r["resources"])]
+    assert len(kept) < len(role["rules"])
+    await kube.call(
+        "PUT", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{RELEASE}", {**role, "rules": kept}
+    )
+    proc = OperatorProcess(operator_settings(s3["endpoint"]))
+    try:
+        await create(kube, pipeline("needs-grant", [custom("a", "pass")], s3), ns)
+        await create(kube, run_of("needs-grant", "r1"), ns)
+        await proc.start()
+
+        def refused() -> list[str]:
+            return [
+                e["responseStatus"].get("message", "")
+                for e in cluster.plane.audit_events()
+                if e.get("verb") == "create"
+                and e["objectRef"].get("resource") == "jobs"
+                and e["objectRef"].get("namespace") == ns
+                and e["responseStatus"].get("code") == 403
+            ]
+
+        messages = await wait_for(refused, 60, "the Job create to be refused")
+        assert "cannot set blockOwnerDeletion" in messages[0]
+    finally:
+        await proc.stop()
+        path = f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{RELEASE}"
+        now = await kube.call("GET", path)
+        await kube.call("PUT", path, {**now, "rules": role["rules"]})  # the chart's rules again
+    restored = (await kube.call("GET", path))["rules"]
+    assert any(x.endswith("/finalizers") for r in restored for x in r["resources"])
