@@ -310,8 +310,13 @@ async def test_drift_starts_one_retraining_run_whose_model_is_then_served(
     assert run["spec"] == {"pipelineRef": {"name": PIPELINE}, "params": {"c": "0.05"}, "cancelled": False}
     assert run["metadata"]["labels"]["conveyor.dev/modeldeployment"] == SERVER
     name = run["metadata"]["name"]
-    st = await md_status(kube, ns)
-    assert st["lastRetrainRun"] == name and st["lastDriftScore"] > 0.25
+
+    async def recorded() -> dict[str, Any] | None:  # the run is created, then the status written
+        st = await md_status(kube, ns)
+        return st if st.get("lastRetrainRun") == name else None
+
+    st = await wait_for(recorded, 30, "the status to record the retraining run")
+    assert st["lastDriftScore"] > 0.25
     assert st["lastRetrainReason"].startswith("drift ") and "> 0.25 (psi) for 0s" in st["lastRetrainReason"]
     score = await pod_drift(old)  # what the one pod says is what the status says
     assert score is not None and score > 0.25
