@@ -25,7 +25,6 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import json
 import os
 import re
 import shlex
@@ -583,6 +582,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["Kubelet", "expand", "json"]

@@ -86,14 +86,11 @@ class Controller:
             else:
                 await self.deployments.reconcile(namespace, name)
                 self.requeue(namespace, name, self.settings.drift_seconds, kind)
-        except ApiError as err:
-            if err.status == 403 and "being terminated" in str(err):
+        except Exception as err:
+            if isinstance(err, ApiError) and err.status == 403 and "being terminated" in str(err):
                 # its namespace is going: the object goes with it, nothing to retry
                 log.info("%s %s/%s: its namespace is being deleted", kind, namespace, name)
                 return
-            log.exception("reconciling %s %s/%s failed; retrying", kind, namespace, name)
-            self.requeue(namespace, name, self.settings.resync_seconds, kind)
-        except Exception:
             log.exception("reconciling %s %s/%s failed; retrying", kind, namespace, name)
             self.requeue(namespace, name, self.settings.resync_seconds, kind)
 

@@ -54,7 +54,7 @@ def _needs_a_look(type: str | None, body: kopf.Body) -> bool:
 async def pipelinerun_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if body.get("status", {}).get("phase") in FINISHED_RUN_PHASES:
         return
-    if _needs_a_look(type, body) or body.get("spec", {}).get("cancelled"):
+    if _needs_a_look(type, body):  # cancelling changes the spec, so the generation
         await memo["controller"].kick_run(body.metadata.namespace or "default", body.metadata.name)
 
 
@@ -88,4 +88,4 @@ async def modeldeployment_changed(type: str | None, body: kopf.Body, memo: Any, 
 async def model_server_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     owner = controller_of(body, "ModelDeployment")
     if owner and body.metadata.namespace:
-        await memo["controller"].deployments.reconcile(body.metadata.namespace, owner["name"])
+        memo["controller"].kick(MODEL_DEPLOYMENT, body.metadata.namespace, owner["name"])

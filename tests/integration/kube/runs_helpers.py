@@ -92,11 +92,3 @@ def job_creations(cluster: Cluster, ns: str) -> list[str]:
         and e["objectRef"].get("namespace") == ns
         and e.get("responseStatus", {}).get("code") == 201
     ]
-
-
-def operator_users(cluster: Cluster) -> set[str]:
-    return {
-        e["user"]["username"]
-        for e in cluster.plane.audit_events()
-        if e["objectRef"].get("resource") == "jobs" and e.get("verb") == "create"
-    }

@@ -29,6 +29,9 @@ class Controller:
     async def kick_run(self, namespace: str, name: str) -> None:
         self.kicked.append((namespace, name))
 
+    def kick(self, kind: str, namespace: str, name: str) -> None:
+        self.deployments.reconciled.append((namespace, name))
+
 
 def child(kind: str, owner: str, label: str, controller: bool = True, status: Any = None) -> kopf.Body:
     return kopf.Body(
