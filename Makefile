@@ -51,6 +51,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(PY) scripts/render_manifests.py --check
+	$(PY) scripts/check_sizes.py
 
 ## manifests: regenerate crds/, the chart's copies and deploy/conveyor.yaml
 manifests: install

@@ -1,4 +1,7 @@
-"""The `conveyor` command: run | validate | crds | stage | runs | show."""
+"""The `conveyor` command: run | validate | crds | stage | render | serve | operator | runs | show."""
+
+# The local commands live here, the cluster and serving ones in `cli_cluster`; each command
+# imports what it needs when it runs, so that `conveyor --help` stays fast.
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from pathlib import Path
 
 from conveyor import __version__
 from conveyor.artifacts.store import StoreError
+from conveyor.cli_cluster import cmd_operator, cmd_render, cmd_serve
 from conveyor.cli_errors import CliError
+from conveyor.contract import INVOCATION_ENV
 from conveyor.resources import ResourceFileError
 
 DEFAULT_STORE = ".conveyor"
@@ -79,10 +84,12 @@ def _pipeline_store(pipeline: object) -> str | None:
     from conveyor.api.pipeline import Pipeline
 
     assert isinstance(pipeline, Pipeline)
+    from conveyor.artifacts.uri import StoreURI
+
     s3 = pipeline.spec.artifacts.s3 if pipeline.spec.artifacts else None
     if s3 is None:
         return None
-    return f"s3://{s3.bucket}/{s3.prefix}".rstrip("/")
+    return StoreURI.s3(s3.bucket, s3.prefix).uri
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -184,18 +191,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     raise CliError(f"no run {args.run!r} in {args.store}; `conveyor runs` lists them")
 
 
+Command = Callable[[argparse.Namespace], int]
+AddCommand = Callable[[str, Command, str], argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__)
     parser.add_argument("--version", action="version", version=f"conveyor {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    def add(name: str, fn: Command, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        # again on each command, so that `conveyor run --debug ...` works too; SUPPRESS, or
+        # the command's default (False) would undo a `conveyor --debug run ...`
+        p.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+        )
         p.set_defaults(fn=fn)
         return p
 
+    _add_local_commands(add)
+    _add_cluster_commands(add)
+    _add_store_commands(add)
+    return parser
+
+
+def _add_local_commands(add: AddCommand) -> None:
     p = add("run", cmd_run, "Run a Pipeline (or a PipelineRun) on this machine.")
     p.add_argument("file", help="YAML with a Pipeline, or a PipelineRun whose Pipeline is beside it")
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
@@ -219,10 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("crds", cmd_crds, "Write the CRDs generated from the resource models.")
     p.add_argument("--output", "-o", default="crds", help="folder (default: crds)")
 
-    add("stage", cmd_stage, "Run one stage from $CONVEYOR_INVOCATION (what a Job pod runs).")
+    add("stage", cmd_stage, f"Run one stage from ${INVOCATION_ENV} (what a Job pod runs).")
 
-    from conveyor.cli_cluster import cmd_operator, cmd_render, cmd_serve
 
+def _add_cluster_commands(add: AddCommand) -> None:
     p = add("render", cmd_render, "Print the Jobs the operator would create for a run.")
     p.add_argument("-f", "--file", action="append", required=True, help="Pipeline / PipelineRun YAML")
     p.add_argument("--image", help="the stage image (default: $CONVEYOR_IMAGE or the release image)")
@@ -231,7 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="s3://bucket/prefix for pipelines without spec.artifacts.s3 "
         "(default: $CONVEYOR_STORE, as the operator)",
     )
+    _add_serve_command(add)
+    p = add("operator", cmd_operator, "Run the Kubernetes operator (settings from CONVEYOR_* env).")
+    p.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace")
+    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p.add_argument("--peering", metavar="NAME", help="Kopf peering for HA (default: standalone)")
 
+
+def _add_serve_command(add: AddCommand) -> None:
     p = add("serve", cmd_serve, "Serve a model over HTTP (V2 inference protocol), with drift metrics.")
     p.add_argument("--model", help="a run's model URI (file:// or s3://) or local path")
     p.add_argument("--reference", help="reference profile (default: the model's run's profile)")
@@ -266,11 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for more requests (default 0: batch only what queued meanwhile)",
     )
 
-    p = add("operator", cmd_operator, "Run the Kubernetes operator (settings from CONVEYOR_* env).")
-    p.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace")
-    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    p.add_argument("--peering", metavar="NAME", help="Kopf peering for HA (default: standalone)")
 
+def _add_store_commands(add: AddCommand) -> None:
     for name, fn, help_ in (
         ("runs", cmd_runs, "List the runs in a store."),
         ("show", cmd_show, "Show one run from a store."),
@@ -280,7 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             p.add_argument("run")
             p.add_argument("--json", action="store_true")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

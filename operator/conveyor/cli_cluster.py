@@ -75,6 +75,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         clusterwide=args.all_namespaces,
         namespaces=[] if args.all_namespaces else namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        memo=kopf.Memo(settings=settings),
     )
     return 0
 

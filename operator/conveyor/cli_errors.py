@@ -1,7 +1,9 @@
 """The CLI's one user-facing error type."""
 
+from conveyor.errors import UserError
 
-class CliError(Exception):
+
+class CliError(UserError):
     """A user-facing error: printed without a traceback, exit code 1 (or `code`)."""
 
     def __init__(self, message: str, code: int = 1) -> None:

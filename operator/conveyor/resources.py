@@ -11,6 +11,7 @@ import yaml
 from conveyor.api.pipeline import Pipeline
 from conveyor.api.pipelinerun import PipelineRun
 from conveyor.engine.validation import InvalidResource, Problem, check_document, check_run_params
+from conveyor.errors import UserError
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Document:
         return f"{self.path}" + (f"#{self.index}" if self.index else "")
 
 
-class ResourceFileError(ValueError):
+class ResourceFileError(UserError):
     pass
 
 

@@ -160,3 +160,20 @@ def test_minio_scenario_wires_the_store(helm: Path) -> None:
         "Service",
         "Job",
     }
+
+
+def test_every_operator_variable_the_chart_sets_is_a_setting_and_parses(helm: Path) -> None:
+    """No dead knob: each CONVEYOR_* the chart renders is a field the operator reads, and the
+    rendered values (monitoring scenario: a Prometheus URL too) parse as its settings."""
+    from conveyor.kube.settings import PREFIX, Settings
+
+    docs = template(helm, "monitoring-values.yaml")
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "conveyor")
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    rendered = {k for k in env if k.startswith(PREFIX)}
+    fields = {PREFIX + name.upper() for name in Settings.model_fields}
+    assert rendered - fields == set()
+    wanted = {"CONVEYOR_PROMETHEUS_URL", "CONVEYOR_DRIFT_SECONDS", "CONVEYOR_PIPELINE_RESYNC_SECONDS"}
+    assert wanted <= rendered
+    settings = Settings.from_env({k: v for k, v in env.items() if k in rendered})
+    assert settings.prometheus_url == env["CONVEYOR_PROMETHEUS_URL"] and settings.drift_seconds == 15

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -31,9 +31,6 @@ class Model(BaseModel):
         extra="forbid",
         use_enum_values=True,
     )
-
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 class Status(Model):
@@ -93,6 +90,16 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Object(Model):
+    """Base of the three kinds: apiVersion and metadata, tolerant of the fields the API server
+    adds (each kind declares its `kind`, `spec` and `status`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = API_VERSION
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
 
 
 class ResourceRequirements(Model):

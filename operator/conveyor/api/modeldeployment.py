@@ -6,23 +6,19 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
 
 from conveyor.api.common import (
     Condition,
     Dns1123Label,
     Model,
-    ObjectMeta,
+    Object,
     ResourceRequirements,
     Status,
 )
 
 
 class ModelSource(Model):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
+    model_config = ConfigDict(  # merged with Model's
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
@@ -109,13 +105,7 @@ class ModelDeploymentStatus(Status):
     failed_model_sha256: str | None = Field(default=None, description="A model that never became ready.")
 
 
-class ModelDeployment(Model):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True
-    )
-
-    api_version: str = "conveyor.dev/v1alpha1"
+class ModelDeployment(Object):
     kind: Literal["ModelDeployment"] = "ModelDeployment"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus | None = None

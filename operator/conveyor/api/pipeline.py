@@ -6,7 +6,6 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
 
 from conveyor.api.common import (
     PARAM_NAME,
@@ -15,7 +14,7 @@ from conveyor.api.common import (
     Dns1123Label,
     EnvVar,
     Model,
-    ObjectMeta,
+    Object,
     ResourceRequirements,
     Status,
 )
@@ -30,10 +29,7 @@ class Param(Model):
 class Stage(Model):
     """One step of the pipeline: a built-in (`uses`) or a custom container (`image`)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
+    model_config = ConfigDict(  # merged with Model's
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
@@ -103,13 +99,7 @@ class PipelineStatus(Status):
     champion: str | None = Field(default=None, description="URI of the promoted model.")
 
 
-class Pipeline(Model):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True
-    )
-
-    api_version: str = "conveyor.dev/v1alpha1"
+class Pipeline(Object):
     kind: Literal["Pipeline"] = "Pipeline"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: PipelineSpec
     status: PipelineStatus | None = None

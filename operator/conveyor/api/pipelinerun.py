@@ -7,9 +7,8 @@ from enum import StrEnum
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
 
-from conveyor.api.common import Condition, Dns1123Label, Model, ObjectMeta, Status
+from conveyor.api.common import Condition, Dns1123Label, Model, Object, Status
 from conveyor.api.pipeline import PipelineSpec
 
 # Every spec field but `cancelled` is immutable; the rule is generated from this list so
@@ -33,10 +32,7 @@ class ResumeFrom(Model):
 
 
 class PipelineRunSpec(Model):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
+    model_config = ConfigDict(  # merged with Model's
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
@@ -124,13 +120,7 @@ class PipelineRunStatus(Status):
     )
 
 
-class PipelineRun(Model):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True
-    )
-
-    api_version: str = "conveyor.dev/v1alpha1"
+class PipelineRun(Object):
     kind: Literal["PipelineRun"] = "PipelineRun"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: PipelineRunSpec
     status: PipelineRunStatus | None = None

@@ -5,19 +5,25 @@
 <ns>/<pipeline>/<run>/run.json               lineage
 <ns>/<pipeline>/champion.json                the promoted model
 cache/<cache key>.json                       pointer to a reusable stage result
+
+Only this module knows these depths: `RunPath` is a run's place, `ArtifactPath.from_uri` finds
+the store root, the run and the stage of an artifact's URI (a model's, say), and
+`model_version` names the run a model came from.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from conveyor.api.pipelinerun import ModelRecord, StageStatus
 from conveyor.artifacts.store import Store, StoreError
+from conveyor.artifacts.uri import StoreURI
 from conveyor.engine.invocation import ArtifactRef
 
 JSON = "application/json"
@@ -63,12 +69,98 @@ class RunRecord(BaseModel):
     resumed_from: str | None = None
 
 
+RUN_RECORD = "run.json"
+CACHE = "cache"
+
+
+@dataclass(frozen=True)
+class RunPath:
+    """Where one run lives in a store: `<ns>/<pipeline>/<run>/`."""
+
+    namespace: str
+    pipeline: str
+    run: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}/{self.pipeline}/{self.run}"
+
+    @property
+    def record_key(self) -> str:
+        return f"{self.prefix}/{RUN_RECORD}"
+
+    def stage(self, stage: str) -> str:
+        """The prefix of one stage's outputs."""
+        return f"{self.prefix}/{stage}"
+
+    @classmethod
+    def from_record_key(cls, key: str) -> RunPath | None:
+        """The run whose `run.json` this key is, or None for any other key."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[3] != RUN_RECORD or parts[0] == CACHE:
+            return None
+        return cls(*parts[:3])
+
+    @classmethod
+    def from_uri(cls, uri: str) -> RunPath:
+        """The run an artifact's URI points into (see `ArtifactPath.from_uri`)."""
+        return ArtifactPath.from_uri(uri).run
+
+
+@dataclass(frozen=True)
+class ArtifactPath:
+    """An artifact of a run's stage: `<root>/<ns>/<pipeline>/<run>/<stage>/<name>`."""
+
+    root: StoreURI
+    run: RunPath
+    stage: str
+    name: str
+
+    DEPTH: ClassVar[int] = 5  # segments below the store root: ns, pipeline, run, stage, name
+
+    @property
+    def key(self) -> str:
+        return f"{self.run.stage(self.stage)}/{self.name}"
+
+    @property
+    def uri(self) -> str:
+        return self.root.join(self.key).uri
+
+    @classmethod
+    def from_uri(cls, uri: str) -> ArtifactPath:
+        """Split a URI (not a path) into store root, run, stage and file name: the store's root
+        is whatever comes before the last five segments, a bucket or a folder other than `/`.
+        A StoreError if there is no such root."""
+        return cls.locate(StoreURI.parse_uri(uri))
+
+    @classmethod
+    def locate(cls, location: StoreURI) -> ArtifactPath:
+        """`from_uri` for a parsed URI (`StoreURI.parse` also takes a local path)."""
+        parts = location.parts
+        if len(parts) < cls.DEPTH or (len(parts) == cls.DEPTH and not location.bucket):
+            raise StoreError(
+                f"{location.uri} is not a run's artifact "
+                "(expected <store>/<ns>/<pipeline>/<run>/<stage>/<file>)"
+            )
+        ns, pipeline, run, stage, name = parts[-cls.DEPTH :]
+        return cls(location.parent(cls.DEPTH), RunPath(ns, pipeline, run), stage, name)
+
+
+def model_version(uri: str) -> str:
+    """What a ModelDeployment shows as its model's version: the run the model came from, or
+    "model" when the URI does not point into a run (or is no URI). Pure."""
+    try:
+        return RunPath.from_uri(uri).run
+    except StoreError:
+        return "model"
+
+
 def run_prefix(namespace: str, pipeline: str, run: str) -> str:
-    return f"{namespace}/{pipeline}/{run}"
+    return RunPath(namespace, pipeline, run).prefix
 
 
 def stage_prefix(namespace: str, pipeline: str, run: str, stage: str) -> str:
-    return f"{run_prefix(namespace, pipeline, run)}/{stage}"
+    return RunPath(namespace, pipeline, run).stage(stage)
 
 
 def _write_json(store: Store, key: str, value: Any) -> ArtifactRef:
@@ -98,7 +190,7 @@ def read_result(store: Store, prefix: str) -> StageResult | None:
 
 def cache_lookup(store: Store, key: str) -> StageResult | None:
     """A reusable result for this cache key, only if every output still matches its digest."""
-    raw = _read_json(store, f"cache/{key}.json")
+    raw = _read_json(store, cache_pointer_key(key))
     if raw is None:
         return None
     try:
@@ -111,9 +203,14 @@ def cache_lookup(store: Store, key: str) -> StageResult | None:
 def cache_record(store: Store, key: str, result: StageResult) -> None:
     _write_json(
         store,
-        f"cache/{key}.json",
+        cache_pointer_key(key),
         result.model_copy(update={"cache_key": key}).model_dump(mode="json"),
     )
+
+
+def cache_pointer_key(key: str) -> str:
+    """The store key of the pointer recorded for a stage cache key."""
+    return f"{CACHE}/{key}.json"
 
 
 def champion_key(namespace: str, pipeline: str) -> str:
@@ -131,20 +228,19 @@ def write_champion(store: Store, namespace: str, pipeline: str, champion: Champi
 
 
 def write_run_record(store: Store, record: RunRecord) -> ArtifactRef:
-    key = f"{run_prefix(record.namespace, record.pipeline, record.run)}/run.json"
+    key = RunPath(record.namespace, record.pipeline, record.run).record_key
     return _write_json(store, key, record.model_dump(mode="json", by_alias=True))
 
 
 def read_run_record(store: Store, namespace: str, pipeline: str, run: str) -> RunRecord | None:
-    raw = _read_json(store, f"{run_prefix(namespace, pipeline, run)}/run.json")
+    raw = _read_json(store, RunPath(namespace, pipeline, run).record_key)
     return None if raw is None else RunRecord.model_validate(raw)
 
 
 def list_run_records(store: Store) -> list[RunRecord]:
     records = []
     for key in store.list(""):
-        parts = key.split("/")
-        if len(parts) == 4 and parts[3] == "run.json" and parts[0] != "cache":
+        if RunPath.from_record_key(key) is not None:
             raw = _read_json(store, key)
             if raw is not None:
                 records.append(RunRecord.model_validate(raw))

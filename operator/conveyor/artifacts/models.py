@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from conveyor.errors import UserError
+
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 MEDIA_TYPE = "application/x-skops"
 
 
-class UntrustedModel(ValueError):
+class UntrustedModel(UserError):
     pass
 
 

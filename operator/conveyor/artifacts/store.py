@@ -1,8 +1,9 @@
 """Artifact stores: a local folder and S3 (or MinIO), behind one small interface.
 
 Keys are '/'-separated paths relative to the store's root; every artifact is addressed by a
-URI (`file:///…` or `s3://bucket/…`). Writes are atomic per object: a local file is written
-to a temporary name and renamed, an S3 object appears whole or not at all.
+URI (`file:///…` or `s3://bucket/…`, built and parsed by `uri.StoreURI`). Writes are atomic
+per object: a local file is written to a temporary name and renamed, an S3 object appears
+whole or not at all.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from conveyor.artifacts.uri import FILE, S3, StoreURI
+from conveyor.artifacts.uri import StoreError as StoreError
+from conveyor.contract import S3_ENDPOINT_ENV, S3_REGION_ENV
 from conveyor.engine.invocation import ArtifactRef
 
 CHUNK = 1 << 20
@@ -29,21 +32,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class StoreError(RuntimeError):
-    pass
-
-
 class Store(ABC):
-    root: str
+    location: StoreURI
+
+    @property
+    def root(self) -> str:
+        """The store's root URI."""
+        return self.location.uri
 
     def uri(self, key: str) -> str:
-        return f"{self.root.rstrip('/')}/{key.lstrip('/')}"
+        return self.location.join(key).uri
 
     def key(self, uri: str) -> str:
-        prefix = self.root.rstrip("/") + "/"
-        if not uri.startswith(prefix):
-            raise StoreError(f"{uri} is not inside the store {self.root}")
-        return uri[len(prefix) :]
+        return self.location.key(uri)
 
     @abstractmethod
     def write_file(self, key: str, path: Path, media_type: str) -> ArtifactRef: ...
@@ -78,7 +79,7 @@ class Store(ABC):
 class LocalStore(Store):
     def __init__(self, root: Path) -> None:
         self.path = root.resolve()
-        self.root = self.path.as_uri()
+        self.location = StoreURI.folder(self.path)
 
     def _file(self, key: str) -> Path:
         target = (self.path / key).resolve()
@@ -149,9 +150,9 @@ class S3Store(Store):
         endpoint: str | None = None,
         region: str | None = None,
     ) -> None:
+        self.location = StoreURI.s3(bucket, prefix)
         self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.root = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self.prefix = self.location.path
         self.client = client if client is not None else make_s3_client(endpoint, region)
 
     def _object(self, key: str) -> str:
@@ -232,19 +233,20 @@ def make_s3_client(endpoint: str | None = None, region: str | None = None) -> An
     )
     return boto3.client(
         "s3",
-        endpoint_url=endpoint or os.environ.get("CONVEYOR_S3_ENDPOINT"),
-        region_name=region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        endpoint_url=endpoint or os.environ.get(S3_ENDPOINT_ENV),
+        region_name=region or os.environ.get(S3_REGION_ENV, "us-east-1"),
         config=config,
     )
 
 
 def open_store(root: str) -> Store:
     """A store from its root URI: a folder path, `file://…` or `s3://bucket/prefix`."""
-    parsed = urlparse(root)
-    if parsed.scheme == "s3":
-        return S3Store(parsed.netloc, parsed.path)
-    if parsed.scheme == "file":
-        return LocalStore(Path(parsed.path))
-    if parsed.scheme == "":
-        return LocalStore(Path(root))
-    raise StoreError(f"unsupported store {root!r}: use a folder path or s3://bucket/prefix")
+    return open_location(StoreURI.parse(root))
+
+
+def open_location(location: StoreURI) -> Store:
+    if location.scheme == S3:
+        return S3Store(location.bucket, location.path)
+    if location.scheme == FILE:
+        return LocalStore(location.local_path)
+    raise StoreError(f"unsupported store {location.uri!r}: use a folder path or s3://bucket/prefix")

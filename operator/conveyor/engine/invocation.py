@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ENV_VAR = "CONVEYOR_INVOCATION"
+from conveyor.contract import INVOCATION_ENV
 
 
 class ArtifactRef(BaseModel):
@@ -47,9 +47,9 @@ class StageInvocation(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StageInvocation:
         """The invocation an executor put in a stage's environment (the caller passes it)."""
-        if ENV_VAR not in env:
-            raise KeyError(f"{ENV_VAR} is not set: `conveyor stage` runs inside an executor")
-        return cls.model_validate(json.loads(env[ENV_VAR]))
+        if INVOCATION_ENV not in env:
+            raise KeyError(f"{INVOCATION_ENV} is not set: `conveyor stage` runs inside an executor")
+        return cls.model_validate(json.loads(env[INVOCATION_ENV]))
 
     def find_input(self, name: str) -> ArtifactRef:
         """The upstream output called `name`; an error if none or several differ."""

@@ -8,10 +8,12 @@ from typing import Any
 
 import yaml
 
+from conveyor.errors import UserError
+
 PARAM_REF = re.compile(r"\$\(params\.([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
-class UnresolvedParam(ValueError):
+class UnresolvedParam(UserError):
     def __init__(self, name: str, path: str) -> None:
         super().__init__(name, path)
         self.name = name

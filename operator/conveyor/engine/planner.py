@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from conveyor.api.common import Condition, Reason
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.api.pipelinerun import (
+    FINISHED_RUN_PHASES,
     PipelineRunStatus,
     RunPhase,
     StagePhase,
@@ -21,6 +22,7 @@ from conveyor.engine.conditions import set_condition
 from conveyor.engine.dag import ancestors
 
 SUCCEEDED = "Succeeded"
+ENDED = (StagePhase.FAILED, StagePhase.SKIPPED, StagePhase.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class RunPlan:
 
     @property
     def finished(self) -> bool:
-        return self.status.phase in {RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED}
+        return self.status.phase in FINISHED_RUN_PHASES
 
 
 def plan_run(spec: PipelineSpec, facts: RunFacts, previous: PipelineRunStatus | None = None) -> RunPlan:
@@ -59,26 +61,11 @@ def plan_run(spec: PipelineSpec, facts: RunFacts, previous: PipelineRunStatus | 
     plan = RunPlan()
 
     if facts.cancelled or timed_out:
-        plan.stop = running
-        ending = StagePhase.CANCELLED
-        for name, st in stages.items():
-            if st.phase in (StagePhase.PENDING, StagePhase.RUNNING):
-                stages[name] = st.model_copy(update={"phase": ending, "finish_time": facts.now})
-        if timed_out:
-            phase, reason = RunPhase.FAILED, Reason.TIMED_OUT
-            message = f"the run exceeded its timeout of {facts.timeout_seconds}s"
-        else:
-            phase, reason, message = RunPhase.CANCELLED, Reason.CANCELLED, "the run was cancelled"
-        return _finish(plan, spec, stages, facts, previous, phase, reason, message)
-
-    for name, st in stages.items():
-        if st.phase != StagePhase.PENDING:
-            continue
+        return _stop_all(plan, spec, stages, facts, previous, running, timed_out)
+    for name in _pending(stages):
         upstream = ancestors(edges, name)
-        if any(
-            stages[d].phase in (StagePhase.FAILED, StagePhase.SKIPPED, StagePhase.CANCELLED) for d in upstream
-        ):
-            stages[name] = st.model_copy(
+        if any(stages[d].phase in ENDED for d in upstream):
+            stages[name] = stages[name].model_copy(
                 update={"phase": StagePhase.SKIPPED, "message": "an upstream stage did not succeed"}
             )
         elif not failed and all(stages[d].phase == StagePhase.SUCCEEDED for d in edges[name]):
@@ -115,6 +102,32 @@ def plan_run(spec: PipelineSpec, facts: RunFacts, previous: PipelineRunStatus | 
     if previous is None or previous.phase != RunPhase.RUNNING:
         plan.events.append((Reason.RUNNING, "the run started"))
     return plan
+
+
+def _pending(stages: dict[str, StageStatus]) -> list[str]:
+    return [name for name, st in stages.items() if st.phase == StagePhase.PENDING]
+
+
+def _stop_all(
+    plan: RunPlan,
+    spec: PipelineSpec,
+    stages: dict[str, StageStatus],
+    facts: RunFacts,
+    previous: PipelineRunStatus | None,
+    running: list[str],
+    timed_out: bool,
+) -> RunPlan:
+    """Cancelled or out of time: stop what runs, and no stage starts any more."""
+    plan.stop = running
+    for name, st in stages.items():
+        if st.phase in (StagePhase.PENDING, StagePhase.RUNNING):
+            stages[name] = st.model_copy(update={"phase": StagePhase.CANCELLED, "finish_time": facts.now})
+    if timed_out:
+        phase, reason = RunPhase.FAILED, Reason.TIMED_OUT
+        message = f"the run exceeded its timeout of {facts.timeout_seconds}s"
+    else:
+        phase, reason, message = RunPhase.CANCELLED, Reason.CANCELLED, "the run was cancelled"
+    return _finish(plan, spec, stages, facts, previous, phase, reason, message)
 
 
 def _timed_out(facts: RunFacts) -> bool:
@@ -182,3 +195,45 @@ def format_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes}m"
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+# before the run starts: waiting, refused, admitted -------------------------------------------
+def waiting(
+    previous: PipelineRunStatus, reason: Reason, message: str, generation: int | None, now: datetime
+) -> RunPlan:
+    """A run that cannot start yet (its Pipeline is missing or invalid, or it is queued): Pending
+    with the reason; an event only when the reason changes."""
+    status = previous.model_copy(deep=True)
+    status.phase = RunPhase.PENDING
+    status.observed_generation = generation
+    cond = Condition(
+        type=SUCCEEDED, status="Unknown", reason=reason, message=message, observed_generation=generation
+    )
+    status.conditions = set_condition(status.conditions, cond, now)
+    before = next((c for c in previous.conditions if c.type == SUCCEEDED), None)
+    events: list[tuple[str, str]] = [(reason, message)]
+    return RunPlan(status=status, events=[] if before is not None and before.reason == reason else events)
+
+
+def refused(previous: PipelineRunStatus, message: str, generation: int | None, now: datetime) -> RunPlan:
+    """A run whose pipeline can never run as given (an invalid spec): Failed, with why."""
+    status = previous.model_copy(deep=True)
+    status.phase = RunPhase.FAILED
+    status.completion_time = now
+    cond = Condition(
+        type=SUCCEEDED,
+        status="False",
+        reason=Reason.INVALID_SPEC,
+        message=message,
+        observed_generation=generation,
+    )
+    status.conditions = set_condition(status.conditions, cond, now)
+    return RunPlan(status=status, events=[(Reason.INVALID_SPEC, message)])
+
+
+def admitted(previous: PipelineRunStatus, now: datetime) -> PipelineRunStatus:
+    """A queued run given a slot: Running from now (written before its stages start, so other
+    runs' admissions count it)."""
+    return previous.model_copy(
+        update={"phase": RunPhase.RUNNING, "start_time": previous.start_time or now}, deep=True
+    )

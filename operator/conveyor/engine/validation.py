@@ -15,6 +15,7 @@ from conveyor.api.pipelinerun import PipelineRun
 from conveyor.api.stages import BUILTIN_OPTIONS
 from conveyor.engine.dag import find_cycle
 from conveyor.engine.params import UnresolvedParam, references, substitute
+from conveyor.errors import UserError
 
 KINDS: dict[str, type[BaseModel]] = {
     "Pipeline": Pipeline,
@@ -35,7 +36,7 @@ class Problem:
         return f"{self.path}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
 
 
-class InvalidResource(ValueError):
+class InvalidResource(UserError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("; ".join(map(str, problems)))
         self.problems = problems

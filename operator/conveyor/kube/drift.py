@@ -1,11 +1,14 @@
-"""A ModelDeployment's drift score, read from every ready pod of its model server.
+"""A ModelDeployment's drift score: read from every ready pod of its model server, or from
+Prometheus when the operator is given one (`Settings.prometheus_url`).
 
 Each pod runs its own drift monitor over the requests it was sent: `conveyor_drift_score`
 (the worst feature's drift over its last `window` rows) and `conveyor_drift_window_size` (how
 many rows that is). The Service's URL would reach one replica picked by the proxy (and needs
-cluster DNS and a proxy where the operator runs), so the operator reads `/metrics` from each
+cluster DNS and a proxy where the operator runs), so `PodDrift` reads `/metrics` from each
 ready pod the Service selects (what its endpoints are, and what Prometheus' pod discovery
-scrapes), on the container port named `http`, and combines the scores (`combine`).
+scrapes), on the container port named `http`. `PrometheusDrift` asks Prometheus for the same
+series, as the ModelDeployment's ServiceMonitor has them scraped. Either way one `Sample` per
+pod, combined the same way (`combine`).
 """
 
 from __future__ import annotations
@@ -13,14 +16,20 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
 
 from conveyor.kube.client import PODS, Body, KubeClient
-from conveyor.kube.manifests import selector_labels
+from conveyor.kube.manifests import model_server_name, selector_labels
+from conveyor.kube.settings import Settings
 
 DriftReader = Callable[[str, str], Awaitable[float | None]]  # (namespace, ModelDeployment) -> score
+GetText = Callable[[str], Awaitable[str | None]]  # a URL's body; None when it did not answer 200
 PORT_NAME = "http"
+SCORE, ROWS = "conveyor_drift_score", "conveyor_drift_window_size"
 
 
 @dataclass(frozen=True)
@@ -96,12 +105,6 @@ def ready_pods(pods: Iterable[Body], port_name: str = PORT_NAME) -> list[str]:
     return sorted(urls)
 
 
-def prometheus_value(body: str) -> float | None:
-    """The value of an instant-vector answer of Prometheus' HTTP API."""
-    result = json.loads(body).get("data", {}).get("result", [])
-    return float(result[0]["value"][1]) if result else None
-
-
 class PodDrift:
     """The drift reader the operator uses: every ready pod of the model server."""
 
@@ -112,3 +115,53 @@ class PodDrift:
         urls = ready_pods(await self.kube.list(PODS, namespace, selector_labels(name)))
         texts = await asyncio.gather(*(self.kube.get_text(url) for url in urls))
         return combine(s for s in map(pod_sample, texts) if s is not None)
+
+
+def drift_query(namespace: str, service: str) -> str:
+    """PromQL for a model server's drift series, by the labels the Prometheus Operator gives
+    the targets of a ServiceMonitor (kube/manifests.py `desired_service_monitor`): `namespace`,
+    `service` (the Service's name) and `pod`."""
+    names = "|".join((SCORE, ROWS))
+    return f'{{__name__=~"{names}",namespace={json.dumps(namespace)},service={json.dumps(service)}}}'
+
+
+def prometheus_samples(body: str) -> list[Sample]:
+    """One `Sample` per pod from an instant-vector answer of Prometheus' HTTP API, as
+    `pod_sample` makes one from a pod's /metrics: the worst score of the pod's series, the rows
+    of all its windows; a pod without a score (too few rows yet) is left out. No samples from
+    an answer that is not a successful one."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(answer, dict) or answer.get("status") != "success":
+        return []
+    scores: dict[str, list[float]] = defaultdict(list)
+    rows: dict[str, list[float]] = defaultdict(list)
+    for series in answer.get("data", {}).get("result", []):
+        labels: dict[str, Any] = series.get("metric", {})
+        pod = str(labels.get("pod") or labels.get("instance") or "")
+        (scores if labels.get("__name__") == SCORE else rows)[pod].append(float(series["value"][1]))
+    return [Sample(max(values), sum(rows[pod])) for pod, values in scores.items()]
+
+
+class PrometheusDrift:
+    """The drift reader when the operator is given a Prometheus: one instant query for the
+    model server's series, combined per pod as `PodDrift` does (`combine` itself, so both
+    readers mean the same number; PromQL alone could not tell "no score yet" from "no finite
+    score"). None when Prometheus does not answer, as when no pod does."""
+
+    def __init__(self, url: str, get_text: GetText) -> None:
+        self.url, self.get_text = url.rstrip("/"), get_text
+
+    async def __call__(self, namespace: str, name: str) -> float | None:
+        query = urlencode({"query": drift_query(namespace, model_server_name(name))})
+        body = await self.get_text(f"{self.url}/api/v1/query?{query}")
+        return None if body is None else combine(prometheus_samples(body))
+
+
+def drift_reader(kube: KubeClient, settings: Settings) -> DriftReader:
+    """Prometheus when the operator is given one, else every ready pod."""
+    if settings.prometheus_url:
+        return PrometheusDrift(settings.prometheus_url, kube.get_text)
+    return PodDrift(kube)

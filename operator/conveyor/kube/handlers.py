@@ -11,7 +11,9 @@ import kopf
 from conveyor.api.common import GROUP, VERSION
 from conveyor.api.pipelinerun import FINISHED_RUN_PHASES
 from conveyor.engine.names import MANAGED_BY
+from conveyor.kube.client import KubeClient
 from conveyor.kube.controller import MODEL_DEPLOYMENT, PIPELINE, Controller
+from conveyor.kube.credentials import Connection
 from conveyor.kube.observe import controller_of
 
 
@@ -22,8 +24,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # not queue behind asyncio's default of cpu_count + 4 threads
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="store"))
     settings.watching.server_timeout = 300
-    if "controller" not in memo:
-        memo["controller"] = Controller.from_environment()
+    if "controller" not in memo:  # the settings `conveyor operator` parsed once, at start
+        memo["controller"] = Controller(memo["settings"], KubeClient(Connection.from_environment()))
 
 
 @kopf.on.login()

@@ -1,24 +1,22 @@
 """Pure builders of the Kubernetes objects the operator creates (validated in tests against
-the official schemas and the restricted Pod Security profile)."""
+the official schemas and the restricted Pod Security profile). The names the pods and the
+operator share (environment, annotations, labels, probe paths) come from `conveyor.contract`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor import contract
 from conveyor.api.common import API_VERSION, S3Store
 from conveyor.api.modeldeployment import ModelDeploymentSpec, Rollout
 from conveyor.api.pipeline import Stage
-from conveyor.engine.invocation import ENV_VAR, StageInvocation
+from conveyor.engine.invocation import StageInvocation
 from conveyor.engine.names import child_name, dns1035_label, label_value, standard_labels
 from conveyor.engine.params import substitute
 from conveyor.kube.settings import Settings
 
 RUN_UID = 10001
-TERMINATION_LOG = "/dev/termination-log"
-CACHE_KEY_ANNOTATION = "conveyor.dev/cache-key"
-RUN_LABEL = "conveyor.dev/pipelinerun"
-RUN_UID_LABEL = "conveyor.dev/pipelinerun-uid"
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ def job_name(run: str, stage: str) -> str:
 def job_selector(owner: Owner) -> dict[str, str]:
     """The labels of this very run's Jobs and their pods: the run's UID tells them from those
     of an earlier run object of the same name that the garbage collector has not removed yet."""
-    return {RUN_LABEL: label_value(owner.name), RUN_UID_LABEL: owner.uid}
+    return {contract.RUN_LABEL: label_value(owner.name), contract.RUN_UID_LABEL: owner.uid}
 
 
 def restricted_pod_security() -> dict[str, Any]:
@@ -78,31 +76,23 @@ def store_env(s3: S3Store | None, settings: Settings) -> tuple[list[dict[str, An
     env = []
     endpoint = (s3.endpoint if s3 else None) or settings.s3_endpoint
     if endpoint:
-        env.append({"name": "CONVEYOR_S3_ENDPOINT", "value": endpoint})
+        env.append({"name": contract.S3_ENDPOINT_ENV, "value": endpoint})
     if s3 and s3.region:
-        env.append({"name": "AWS_DEFAULT_REGION", "value": s3.region})
+        env.append({"name": contract.S3_REGION_ENV, "value": s3.region})
     secret = (s3.credentials_secret if s3 else None) or settings.credentials_secret
     return env, secret
 
 
-def desired_job(
-    owner: Owner,
-    pipeline: str,
-    stage: Stage,
-    inv: StageInvocation,
-    s3: S3Store | None,
-    settings: Settings,
+def stage_container(
+    stage: Stage, inv: StageInvocation, s3: S3Store | None, settings: Settings
 ) -> dict[str, Any]:
-    name = job_name(owner.name, stage.name)
-    labels = standard_labels(
-        component="stage", instance=owner.name, pipeline=pipeline, run=owner.name, stage=stage.name
-    )
-    labels.update(job_selector(owner))
+    """The one container of a stage's pod: `conveyor stage` for a built-in, else the stage's
+    own image and command, with the invocation and the termination log in its environment."""
     env, secret = store_env(s3, settings)
     env += [
-        {"name": ENV_VAR, "value": inv.to_json()},
+        {"name": contract.INVOCATION_ENV, "value": inv.to_json()},
         {"name": "HOME", "value": "/tmp"},
-        {"name": "CONVEYOR_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": contract.TERMINATION_LOG_ENV, "value": contract.TERMINATION_LOG_PATH},
     ]
     env += [{"name": e.name, "value": substitute(e.value, inv.params)} for e in stage.env]
     container: dict[str, Any] = {
@@ -111,7 +101,7 @@ def desired_job(
         "imagePullPolicy": settings.image_pull_policy,
         "env": env,
         "securityContext": restricted_container_security(),
-        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePath": contract.TERMINATION_LOG_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -126,6 +116,10 @@ def desired_job(
         container["envFrom"] = [{"secretRef": {"name": secret}}]
     if stage.resources is not None:
         container["resources"] = stage.resources.model_dump(exclude_none=True)
+    return container
+
+
+def stage_pod_spec(stage: Stage, container: dict[str, Any], settings: Settings) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -135,35 +129,50 @@ def desired_job(
     }
     if settings.stage_service_account:
         pod_spec["serviceAccountName"] = settings.stage_service_account
-    spec: dict[str, Any] = {
-        "backoffLimit": stage.retries,
-        "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-    }
     if stage.timeout_seconds is not None:
         # per attempt, as the field says: the kubelet fails a pod past its deadline and the Job
         # controller retries it (a Job's own activeDeadlineSeconds would cover every attempt)
         pod_spec["activeDeadlineSeconds"] = stage.timeout_seconds
+    return pod_spec
+
+
+def desired_job(
+    owner: Owner,
+    pipeline: str,
+    stage: Stage,
+    inv: StageInvocation,
+    s3: S3Store | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    labels = standard_labels(
+        component="stage", instance=owner.name, pipeline=pipeline, run=owner.name, stage=stage.name
+    )
+    labels.update(job_selector(owner))
+    pod_spec = stage_pod_spec(stage, stage_container(stage, inv, s3, settings), settings)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": name,
+            "name": job_name(owner.name, stage.name),
             "namespace": owner.namespace,
             "labels": labels,
-            "annotations": {CACHE_KEY_ANNOTATION: inv.cache_key},
+            "annotations": {contract.CACHE_KEY_ANNOTATION: inv.cache_key},
             "ownerReferences": [owner.reference()],
         },
-        "spec": spec,
+        "spec": {
+            "backoffLimit": stage.retries,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
     }
 
 
 SERVE_PORT = 8000
-MODEL_ANNOTATION = "conveyor.dev/model-sha256"
+PORT_NAME = contract.SERVE_PORT_NAME  # the container port's: probes, Service, drift reader
 PROMETHEUS_SCRAPE = {
     "prometheus.io/scrape": "true",
     "prometheus.io/port": str(SERVE_PORT),
-    "prometheus.io/path": "/metrics",
+    "prometheus.io/path": contract.METRICS_PATH,
 }
 
 
@@ -197,6 +206,57 @@ def selector_labels(name: str) -> dict[str, str]:
     }
 
 
+def server_args(spec: ModelDeploymentSpec, model_uri: str) -> list[str]:
+    """`conveyor serve` arguments: the model, the port, drift and batching settings."""
+    args = ["serve", "--model", model_uri, "--host", "0.0.0.0", "--port", str(SERVE_PORT)]
+    drift = spec.monitoring.drift if spec.monitoring else None
+    if drift is not None:
+        args += ["--drift-method", drift.method, "--window", str(drift.window)]
+        args += ["--min-samples", str(drift.min_samples)]
+    batching = spec.batching
+    if batching is not None:
+        args += ["--batching" if batching.enabled else "--no-batching"]
+        args += ["--max-batch-size", str(batching.max_batch_size)]
+        args += ["--max-latency-ms", str(batching.max_latency_ms)]
+    return args
+
+
+def _probe(path: str, period: int, failures: int, **extra: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        **extra,
+        "failureThreshold": failures,
+    }
+
+
+def server_container(
+    spec: ModelDeploymentSpec, model_uri: str, s3: S3Store | None, settings: Settings
+) -> dict[str, Any]:
+    """The model server's container: probes on the V2 health paths, `/metrics` on `http`."""
+    env, secret = store_env(s3, settings)
+    env.append({"name": "HOME", "value": "/tmp"})
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["conveyor"],
+        "args": server_args(spec, model_uri),
+        "env": env,
+        "ports": [{"name": PORT_NAME, "containerPort": SERVE_PORT, "protocol": "TCP"}],
+        "readinessProbe": _probe(contract.HEALTH_READY_PATH, 5, 3),
+        "livenessProbe": _probe(contract.HEALTH_LIVE_PATH, 10, 3, initialDelaySeconds=10),
+        "startupProbe": _probe(contract.HEALTH_LIVE_PATH, 2, 60),
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    if spec.resources is not None:
+        container["resources"] = spec.resources.model_dump(exclude_none=True)
+    return container
+
+
 def desired_deployment(
     owner: Owner,
     spec: ModelDeploymentSpec,
@@ -205,61 +265,20 @@ def desired_deployment(
     s3: S3Store | None,
     settings: Settings,
 ) -> dict[str, Any]:
-    labels = model_server_labels(owner.name)
-    env, secret = store_env(s3, settings)
-    env.append({"name": "HOME", "value": "/tmp"})
-    args = ["serve", "--model", model_uri, "--host", "0.0.0.0", "--port", str(SERVE_PORT)]
-    drift = spec.monitoring.drift if spec.monitoring else None
-    if drift is not None:
-        args += [
-            "--drift-method",
-            drift.method,
-            "--window",
-            str(drift.window),
-            "--min-samples",
-            str(drift.min_samples),
-        ]
-    if spec.batching is not None:
-        args += [
-            "--batching" if spec.batching.enabled else "--no-batching",
-            "--max-batch-size",
-            str(spec.batching.max_batch_size),
-            "--max-latency-ms",
-            str(spec.batching.max_latency_ms),
-        ]
-    probe = {
-        "httpGet": {"path": "/v2/health/ready", "port": "http"},
-        "periodSeconds": 5,
-        "failureThreshold": 3,
-    }
-    container: dict[str, Any] = {
-        "name": "server",
-        "image": settings.image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["conveyor"],
-        "args": args,
-        "env": env,
-        "ports": [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}],
-        "readinessProbe": probe,
-        "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
-            "periodSeconds": 10,
-            "initialDelaySeconds": 10,
-            "failureThreshold": 3,
-        },
-        "startupProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
-            "periodSeconds": 2,
-            "failureThreshold": 60,
-        },
-        "securityContext": restricted_container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
-    if spec.resources is not None:
-        container["resources"] = spec.resources.model_dump(exclude_none=True)
     rollout = spec.rollout or Rollout()
+    pod_spec = {
+        "automountServiceAccountToken": False,
+        "securityContext": restricted_pod_security(),
+        "containers": [server_container(spec, model_uri, s3, settings)],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    template = {
+        "metadata": {
+            "labels": model_server_labels(owner.name),
+            "annotations": {contract.MODEL_ANNOTATION: model_sha},
+        },
+        "spec": pod_spec,
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -272,15 +291,7 @@ def desired_deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": rollout.max_unavailable, "maxSurge": 1},
             },
-            "template": {
-                "metadata": {"labels": dict(labels), "annotations": {MODEL_ANNOTATION: model_sha}},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": restricted_pod_security(),
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
+            "template": template,
         },
     }
 
@@ -289,18 +300,11 @@ def desired_service(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": model_server_metadata(
-            owner,
-            annotations={
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(SERVE_PORT),
-                "prometheus.io/path": "/metrics",
-            },
-        ),
+        "metadata": model_server_metadata(owner, annotations=dict(PROMETHEUS_SCRAPE)),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(owner.name),
-            "ports": [{"name": "http", "port": SERVE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": PORT_NAME, "port": SERVE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
         },
     }
 
@@ -312,7 +316,7 @@ def desired_service_monitor(owner: Owner) -> dict[str, Any]:
         "metadata": model_server_metadata(owner),
         "spec": {
             "selector": {"matchLabels": selector_labels(owner.name)},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            "endpoints": [{"port": PORT_NAME, "path": contract.METRICS_PATH, "interval": "15s"}],
         },
     }
 
@@ -372,13 +376,13 @@ def desired_triggered_run(
             **standard_labels(
                 component="pipelinerun", instance=name, pipeline=pipeline, deployment=deployment
             ),
-            "conveyor.dev/trigger": trigger,
+            contract.TRIGGER_LABEL: trigger,
         },
     }
     if owner is not None:
         metadata["ownerReferences"] = [owner.reference()]
     if reason:
-        metadata["annotations"] = {"conveyor.dev/trigger-reason": reason}
+        metadata["annotations"] = {contract.TRIGGER_REASON_ANNOTATION: reason}
     spec: dict[str, Any] = {"pipelineRef": {"name": pipeline}}
     if params:
         spec["params"] = dict(params)

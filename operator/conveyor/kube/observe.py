@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.api.common import GROUP
+from conveyor.contract import CACHE_KEY_ANNOTATION
 
 Body = dict[str, Any]
 
@@ -76,7 +77,7 @@ def observe_job(job: Body, pods: list[Body], timeout_seconds: int | None) -> Job
     succeeded_runs = int(status.get("succeeded") or 0)
     active = int(status.get("active") or 0)
     start = _time(status.get("startTime")) or _time(job.get("metadata", {}).get("creationTimestamp"))
-    key = (job.get("metadata", {}).get("annotations") or {}).get("conveyor.dev/cache-key")
+    key = (job.get("metadata", {}).get("annotations") or {}).get(CACHE_KEY_ANNOTATION)
     complete = _condition(job, "Complete")
     if complete is not None:
         finish = _time(status.get("completionTime")) or _time(complete.get("lastTransitionTime"))

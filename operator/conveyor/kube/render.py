@@ -7,7 +7,8 @@ from typing import Any
 
 from conveyor.api.pipeline import Pipeline
 from conveyor.api.pipelinerun import PipelineRun
-from conveyor.artifacts.layout import stage_prefix
+from conveyor.artifacts.layout import RunPath
+from conveyor.artifacts.uri import StoreURI
 from conveyor.engine.invocation import StageInvocation
 from conveyor.engine.validation import resolve_options, resolve_params
 from conveyor.kube.manifests import Owner, desired_job
@@ -23,7 +24,8 @@ def render_jobs(pipeline: Pipeline, run: PipelineRun | None, settings: Settings)
     params = resolve_params(pipeline.spec, run.spec.params if run else {})
     options = resolve_options(pipeline.spec, params)
     s3 = StoreResolver(settings).spec_for(pipeline.spec)
-    root = f"s3://{s3.bucket}" + (f"/{s3.prefix.strip('/')}" if s3.prefix.strip("/") else "")
+    root = StoreURI.s3(s3.bucket, s3.prefix)
+    where = RunPath(namespace, pipeline.metadata.name, run_name)
     owner = Owner(
         "PipelineRun", run_name, run.metadata.uid if run and run.metadata.uid else PLACEHOLDER_UID, namespace
     )
@@ -38,8 +40,8 @@ def render_jobs(pipeline: Pipeline, run: PipelineRun | None, settings: Settings)
             options=options[stage.name],
             params=params,
             inputs={dep: {} for dep in stage.depends_on},
-            store=root,
-            output_prefix=f"{root}/{stage_prefix(namespace, pipeline.metadata.name, run_name, stage.name)}",
+            store=root.uri,
+            output_prefix=root.join(where.stage(stage.name)).uri,
             cache_key="computed-at-run-time",
         )
         jobs.append(desired_job(owner, pipeline.metadata.name, stage, inv, s3, settings))

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from conveyor.api.common import S3Store as S3Spec
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.artifacts.store import S3Store, Store, make_s3_client
+from conveyor.artifacts.uri import split_s3
 from conveyor.engine.validation import InvalidResource, Problem, pydantic_problems
 from conveyor.kube.settings import Settings
 
@@ -22,8 +23,9 @@ class StoreResolver:
     def spec_for(self, spec: PipelineSpec) -> S3Spec:
         if spec.artifacts and spec.artifacts.s3:
             return spec.artifacts.s3
-        if self.settings.store and self.settings.store.startswith("s3://"):
-            bucket, _, prefix = self.settings.store[5:].partition("/")
+        default = split_s3(self.settings.store) if self.settings.store else None
+        if default is not None:
+            bucket, prefix = default
             try:
                 return S3Spec(bucket=bucket, prefix=prefix, endpoint=self.settings.s3_endpoint)
             except ValidationError as err:
@@ -40,7 +42,8 @@ class StoreResolver:
 
     def spec_for_uri(self, uri: str) -> S3Spec:
         """The store of a model given by URI, reached with the operator's S3 settings."""
-        if not uri.startswith("s3://"):
+        where = split_s3(uri)
+        if where is None:
             raise InvalidResource(
                 [
                     Problem(
@@ -50,10 +53,9 @@ class StoreResolver:
                     )
                 ]
             )
-        bucket = uri[5:].split("/", 1)[0]
         try:
             return S3Spec(
-                bucket=bucket,
+                bucket=where[0],
                 endpoint=self.settings.s3_endpoint,
                 credentials_secret=self.settings.credentials_secret,
             )

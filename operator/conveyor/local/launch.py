@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from conveyor.engine.invocation import ENV_VAR, StageInvocation
-from conveyor.stages.runner import TERMINATION_LOG_VAR
+from conveyor.contract import INVOCATION_ENV, TERMINATION_LOG_ENV
+from conveyor.engine.invocation import StageInvocation
 
 
 class Process(Protocol):
@@ -95,8 +95,8 @@ class Launcher:
         environ = {
             **os.environ,
             **env,
-            ENV_VAR: inv.to_json(),
-            TERMINATION_LOG_VAR: str(files.termination),
+            INVOCATION_ENV: inv.to_json(),
+            TERMINATION_LOG_ENV: str(files.termination),
         }
         with files.log.open("wb") as log:
             proc = subprocess.Popen(

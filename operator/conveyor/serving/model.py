@@ -7,6 +7,7 @@ checked before the file is loaded. The reference profile comes from the same run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -17,17 +18,20 @@ import numpy as np
 import pandas as pd
 
 from conveyor.artifacts import layout
+from conveyor.artifacts.layout import ArtifactPath
 from conveyor.artifacts.models import load_model
-from conveyor.artifacts.store import Store, StoreError, open_store, sha256_file
+from conveyor.artifacts.store import Store, StoreError, open_location, open_store, sha256_file
+from conveyor.artifacts.uri import StoreURI
 from conveyor.engine.invocation import ArtifactRef
+from conveyor.errors import ConveyorError, UserError
 
 
-class ModelError(RuntimeError):
+class ModelError(ConveyorError, RuntimeError):
     """The model cannot be served; the message says why and what to do."""
 
 
-class BadInput(ValueError):
-    """A request the model cannot answer: 400, naming the field."""
+class BadInput(UserError):
+    """A request the model cannot answer: 400, naming the field (a ValueError, as UserError is)."""
 
 
 @dataclass
@@ -39,27 +43,22 @@ class Resolved:
     version: str
 
 
-def _store_and_key(uri: str) -> tuple[Store, str]:
-    """The store holding a URI, with the store root at the run's namespace level."""
-    if "://" not in uri:
-        uri = Path(uri).resolve().as_uri()
-    scheme, _, rest = uri.partition("://")
-    parts = rest.strip("/").split("/")
-    # .../<ns>/<pipeline>/<run>/<stage>/<file>: the store root is what comes before.
-    if len(parts) < 6:
+def _locate(uri: str) -> tuple[Store, ArtifactPath]:
+    """The store holding a run's artifact (a URI or a local path), and where in it."""
+    try:
+        where = ArtifactPath.locate(StoreURI.parse(uri))
+    except StoreError:
         raise ModelError(
             f"{uri} is not a run's model (expected <store>/<ns>/<pipeline>/<run>/<stage>/"
             "model.skops); serve a run's model, or --pipeline NAME --store STORE"
-        )
-    root = f"{scheme}://" + ("/" if scheme == "file" else "") + "/".join(parts[:-5])
-    store = open_store(root)
-    return store, "/".join(parts[-5:])
+        ) from None
+    return open_location(where.root), where
 
 
 def resolve_uri(uri: str, reference: str | None = None) -> Resolved:
-    store, key = _store_and_key(uri)
-    ns, pipeline, run, stage, _ = key.split("/")
-    record = layout.read_run_record(store, ns, pipeline, run)
+    store, where = _locate(uri)
+    key, run = where.key, where.run
+    record = layout.read_run_record(store, run.namespace, run.pipeline, run.run)
     recorded: ArtifactRef | None = None
     profile: ArtifactRef | None = None
     if record is not None:
@@ -70,7 +69,7 @@ def resolve_uri(uri: str, reference: str | None = None) -> Resolved:
                 if name == "profile":
                     profile = ref
     if recorded is None:
-        result = layout.read_result(store, layout.stage_prefix(ns, pipeline, run, stage))
+        result = layout.read_result(store, run.stage(where.stage))
         recorded = result.outputs.get("model") if result else None
     if recorded is None:
         raise ModelError(
@@ -79,7 +78,7 @@ def resolve_uri(uri: str, reference: str | None = None) -> Resolved:
         )
     if reference:
         profile = _ref_for(reference)
-    return Resolved(store, recorded, profile, pipeline, run)
+    return Resolved(store, recorded, profile, run.pipeline, run.run)
 
 
 def resolve_champion(pipeline: str, store_uri: str, namespace: str = "default") -> Resolved:
@@ -94,13 +93,11 @@ def resolve_champion(pipeline: str, store_uri: str, namespace: str = "default") 
 
 
 def _ref_for(uri: str) -> ArtifactRef:
-    store, key = _store_and_key(uri) if "://" in uri else (None, uri)
-    if store is None:
+    if "://" not in uri:
         path = Path(uri)
         return ArtifactRef(uri=path.resolve().as_uri(), sha256=sha256_file(path), bytes=path.stat().st_size)
-    data = store.read_bytes(key)
-    import hashlib
-
+    store, where = _locate(uri)
+    data = store.read_bytes(where.key)
     return ArtifactRef(uri=uri, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
 

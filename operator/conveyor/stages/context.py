@@ -10,9 +10,10 @@ from typing import Any
 from conveyor.artifacts.layout import Champion, StageResult, read_champion, write_champion
 from conveyor.artifacts.store import Store, open_store
 from conveyor.engine.invocation import ArtifactRef, StageInvocation
+from conveyor.errors import ConveyorError
 
 
-class StageError(RuntimeError):
+class StageError(ConveyorError, RuntimeError):
     """An expected failure: its message goes to the run's status as is."""
 
 

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conveyor.artifacts.layout import StageResult, commit_result
+from conveyor.contract import INVOCATION_ENV, TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
 from conveyor.engine.invocation import StageInvocation
 from conveyor.stages.context import StageContext, StageError
 
 BUILTINS = ("ingest", "validate", "transform", "train", "evaluate")
-TERMINATION_LOG_VAR = "CONVEYOR_TERMINATION_LOG"
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 MAX_MESSAGE = 4000  # Kubernetes keeps 4096 bytes of a termination message
 
 
@@ -46,10 +45,10 @@ def execute(inv: StageInvocation) -> StageResult:
 
 
 def termination_log() -> Path | None:
-    path = os.environ.get(TERMINATION_LOG_VAR)
+    path = os.environ.get(TERMINATION_LOG_ENV)
     if path:
         return Path(path)
-    default = Path(DEFAULT_TERMINATION_LOG)
+    default = Path(TERMINATION_LOG_PATH)
     return default if default.parent.is_dir() and os.access(default.parent, os.W_OK) else None
 
 
@@ -92,8 +91,8 @@ def child_main(invocation_json: str, log_path: str, termlog_path: str, env: dict
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    os.environ["CONVEYOR_INVOCATION"] = invocation_json
-    os.environ[TERMINATION_LOG_VAR] = termlog_path
+    os.environ[INVOCATION_ENV] = invocation_json
+    os.environ[TERMINATION_LOG_ENV] = termlog_path
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -24,8 +24,9 @@ import pytest
 import pytest_asyncio
 
 import conveyor.kube.handlers  # noqa: F401  (registers the operator's handlers)
-from conveyor.kube.client import Connection, KubeClient
+from conveyor.kube.client import KubeClient
 from conveyor.kube.controller import Controller
+from conveyor.kube.credentials import Connection
 from conveyor.kube.settings import Settings
 from tests.cluster.api import Api, ApiError
 from tests.cluster.cluster import CREDENTIALS_SECRET, Cluster

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest_asyncio
 
-from conveyor.kube.client import Connection, KubeClient
-from conveyor.kube.deployments import DeploymentReconciler
+from conveyor.engine.names import label_value
+from conveyor.kube.client import KubeClient
+from conveyor.kube.credentials import Connection
+from conveyor.kube.reconcilers.modeldeployment import ModelDeploymentReconciler
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 from tests.cluster.api import Api
@@ -60,7 +62,7 @@ async def drift() -> FakeDrift:
 @pytest_asyncio.fixture
 async def rec(
     kube: Api, ns: str, s3: dict[str, str], clock: Clock, drift: FakeDrift
-) -> AsyncIterator[DeploymentReconciler]:
+) -> AsyncIterator[ModelDeploymentReconciler]:
     # Right after the chart's CRDs are installed their storage may still be initializing (a 429
     # that client-go would retry): wait for it, as no operator is started here to do so.
     for plural in ("modeldeployments", "pipelineruns"):
@@ -68,7 +70,7 @@ async def rec(
         await wait_for(lambda p=path: kube.call("GET", p, ok=(429,)), 30, f"{plural} storage", interval=0.25)
     settings = Settings(s3_endpoint=s3["endpoint"], credentials_secret=CREDENTIALS_SECRET)
     client = KubeClient(Connection.from_environment())  # the operator's identity
-    yield DeploymentReconciler(client, settings, StoreResolver(settings), drift=drift, clock=clock)
+    yield ModelDeploymentReconciler(client, settings, StoreResolver(settings), drift=drift, clock=clock)
     await client.close()
 
 
@@ -91,7 +93,7 @@ def cond(status: dict[str, Any], type_: str) -> str | None:
     return next((c["status"] for c in status.get("conditions", []) if c["type"] == type_), None)
 
 
-async def until_ready(kube: Api, ns: str, name: str, rec: DeploymentReconciler) -> None:
+async def until_ready(kube: Api, ns: str, name: str, rec: ModelDeploymentReconciler) -> None:
     """Reconcile until the Deployment controller has rolled the Deployment out."""
 
     async def ready() -> bool:
@@ -102,7 +104,7 @@ async def until_ready(kube: Api, ns: str, name: str, rec: DeploymentReconciler) 
 
 
 async def test_drift_must_last_then_the_cooldown_and_the_daily_cap_hold(
-    kube: Api, ns: str, s3: dict[str, str], rec: DeploymentReconciler, clock: Clock, drift: FakeDrift
+    kube: Api, ns: str, s3: dict[str, str], rec: ModelDeploymentReconciler, clock: Clock, drift: FakeDrift
 ) -> None:
     spec = {
         "monitoring": {"drift": {"threshold": 0.25, "for": "5m"}},
@@ -153,6 +155,23 @@ async def test_drift_must_last_then_the_cooldown_and_the_daily_cap_hold(
     assert events.count("DriftDetected") == 2
 
 
+async def test_a_long_name_gets_valid_children_an_endpoint_and_retraining_runs(
+    kube: Api, ns: str, s3: dict[str, str], rec: ModelDeploymentReconciler, drift: FakeDrift
+) -> None:
+    name = "1" + "m" * 80  # a valid ModelDeployment name, not a valid Service name
+    spec = {"monitoring": {"drift": {"threshold": 0.25, "for": "0s"}}, "retrain": {"pipelineRef": "p"}}
+    await create(kube, model_deployment(name, s3, **spec), ns)
+    drift.score = 0.9
+    await until_ready(kube, ns, name, rec)
+    (dep,) = await items(kube, "deployments", ns, f"app.kubernetes.io/instance={label_value(name)}")
+    server = dep["metadata"]["name"]
+    assert len(server) <= 63 and server[0].isalpha() and await get(kube, "services", ns, server) is not None
+    st = await md_status(kube, ns, name)
+    assert st["endpoint"] == f"http://{server}.{ns}.svc:8000"
+    (run,) = await items(kube, "pipelineruns", ns, f"conveyor.dev/modeldeployment={label_value(name)}")
+    assert st["lastRetrainRun"] == run["metadata"]["name"] and len(run["metadata"]["name"]) <= 63
+
+
 def crd(plural: str, kind: str) -> dict[str, Any]:
     """A minimal CRD of the Prometheus Operator's (its real ones are much larger)."""
     schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
@@ -198,7 +217,7 @@ async def prometheus_operator_crds(kube: Api) -> AsyncIterator[None]:
 
 
 async def test_prometheus_operator_objects_only_where_it_is_installed(
-    kube: Api, ns: str, s3: dict[str, str], rec: DeploymentReconciler
+    kube: Api, ns: str, s3: dict[str, str], rec: ModelDeploymentReconciler
 ) -> None:
     md = model_deployment("plain", s3, monitoring={"drift": {"threshold": 0.3, "for": "5m"}})
     await create(kube, md, ns)

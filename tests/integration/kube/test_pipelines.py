@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from conveyor.kube.client import Connection, KubeClient
-from conveyor.kube.pipelines import PipelineReconciler
+from conveyor.kube.client import KubeClient
+from conveyor.kube.credentials import Connection
+from conveyor.kube.reconcilers.pipeline import PipelineReconciler
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 from tests.cluster.api import Api

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.cli import build_parser, main
+from conveyor.api.pipeline import Pipeline
+from conveyor.cli import _pipeline_store, build_parser, main
 from tests.conftest import EXAMPLES
 
 COMMANDS = ["run", "validate", "crds", "stage", "render", "serve", "operator", "runs", "show"]
@@ -25,6 +26,83 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
 def test_parser_knows_every_command() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert sorted(sub.choices) == sorted(COMMANDS)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(
+            ["run", "p.yaml"],
+            {
+                "file": "p.yaml",
+                "param": [],
+                "store": None,
+                "no_cache": False,
+                "launch": "fork",
+                "json": False,
+            },
+            id="run-defaults",
+        ),
+        pytest.param(
+            ["--debug", "run", "p.yaml", "-p", "a=1", "--param", "b=2", "--launch", "exec", "--no-cache"],
+            {"param": ["a=1", "b=2"], "launch": "exec", "no_cache": True},
+            id="run-options",
+        ),
+        pytest.param(["run", "p.yaml"], {"debug": False}, id="no-debug"),
+        pytest.param(["run", "--debug", "p.yaml"], {"debug": True}, id="debug-after-the-command"),
+        pytest.param(["--debug", "run", "p.yaml"], {"debug": True}, id="debug-before-the-command"),
+        pytest.param(["validate", "a", "b"], {"files": ["a", "b"]}, id="validate"),
+        pytest.param(["crds"], {"output": "crds"}, id="crds"),
+        pytest.param(["render", "-f", "a", "--file", "b"], {"file": ["a", "b"], "store": None}, id="render"),
+        pytest.param(
+            ["serve", "--model", "m"],
+            {"model": "m", "store": ".conveyor", "port": 8000, "batching": True, "max_latency_ms": 0.0},
+            id="serve-defaults",
+        ),
+        pytest.param(
+            ["serve", "--no-batching", "--drift-method", "ks", "--max-body-bytes", "10"],
+            {"batching": False, "drift_method": "ks", "max_body_bytes": 10},
+            id="serve-options",
+        ),
+        pytest.param(
+            ["operator", "-n", "a", "-n", "b"],
+            {"namespace": ["a", "b"], "all_namespaces": False},
+            id="operator",
+        ),
+        pytest.param(["runs"], {"store": ".conveyor"}, id="runs"),
+        pytest.param(
+            ["show", "r1", "--json", "--store", "s"], {"run": "r1", "json": True, "store": "s"}, id="show"
+        ),
+    ],
+)
+def test_parser_reads_each_command(argv: list[str], expected: dict[str, object]) -> None:
+    args = vars(build_parser().parse_args(argv))
+    assert args["command"] == next(a for a in argv if not a.startswith("-"))
+    assert {k: args[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "store"),
+    [
+        pytest.param(None, None, id="none"),
+        pytest.param({"s3": {"bucket": "bkt"}}, "s3://bkt", id="bucket"),
+        pytest.param({"s3": {"bucket": "bkt", "prefix": "runs"}}, "s3://bkt/runs", id="prefix"),
+        pytest.param({"s3": {"bucket": "bkt", "prefix": "/runs/x/"}}, "s3://bkt/runs/x", id="slashes"),
+    ],
+)
+def test_pipeline_store_uri(artifacts: dict[str, object] | None, store: str | None) -> None:
+    spec: dict[str, object] = {
+        "stages": [{"name": "a", "uses": "ingest", "with": {"source": "sklearn://iris"}}]
+    }
+    if artifacts is not None:
+        spec["artifacts"] = artifacts
+    body = {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "p"},
+        "spec": spec,
+    }
+    assert _pipeline_store(Pipeline.model_validate(body)) == store
 
 
 def test_validate_examples_pass(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from conveyor.api.common import Reason
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.api.pipelinerun import PipelineRunStatus, StageStatus
-from conveyor.engine.planner import RunFacts, plan_run
+from conveyor.engine.planner import RunFacts, admitted, plan_run, refused, waiting
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -203,3 +204,40 @@ def test_finished_run_has_a_duration() -> None:
     done = observed(a="Succeeded", b="Succeeded", c="Succeeded", d="Succeeded", e="Succeeded")
     plan = plan_run(SPEC, RunFacts(stages=done, now=T0 + timedelta(seconds=75), start_time=T0))
     assert plan.status.duration == "1m15s"
+
+
+# before the run starts --------------------------------------------------------------------
+WAITING = [
+    ("first wait: an event", None, "PipelineNotFound", True),
+    ("same reason again: no event", "PipelineNotFound", "PipelineNotFound", False),
+    ("another reason: an event", "PipelineNotFound", "Queued", True),
+]
+
+
+@pytest.mark.parametrize(("before", "reason", "event"), [c[1:] for c in WAITING], ids=[c[0] for c in WAITING])
+def test_waiting(before: str | None, reason: str, event: bool) -> None:
+    previous = PipelineRunStatus()
+    if before is not None:
+        previous = waiting(previous, Reason(before), "m0", 1, T0).status
+    plan = waiting(previous, Reason(reason), "why", 2, T0 + timedelta(seconds=5))
+    cond = plan.status.conditions[0]
+    assert plan.status.phase == "Pending" and plan.status.observed_generation == 2
+    assert (cond.status, cond.reason, cond.message) == ("Unknown", reason, "why")
+    assert plan.events == ([(reason, "why")] if event else [])
+    assert not plan.finished and plan.start == []
+
+
+def test_refused_fails_the_run_and_says_why() -> None:
+    plan = refused(PipelineRunStatus(), "spec.stages: empty", 3, T0)
+    cond = plan.status.conditions[0]
+    assert plan.finished and plan.status.phase == "Failed" and plan.status.completion_time == T0
+    assert (cond.status, cond.reason, cond.message) == ("False", "InvalidSpec", "spec.stages: empty")
+    assert plan.events == [("InvalidSpec", "spec.stages: empty")]
+
+
+@pytest.mark.parametrize("started", [None, T0 - timedelta(minutes=1)], ids=["fresh", "started before"])
+def test_admitted_keeps_an_earlier_start(started: datetime | None) -> None:
+    previous = PipelineRunStatus(start_time=started)
+    status = admitted(previous, T0)
+    assert status.phase == "Running" and status.start_time == (started or T0)
+    assert previous.phase != "Running"  # the snapshot it was given is left as it was

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +15,9 @@ from conveyor.api.modeldeployment import ModelDeploymentSpec
 from conveyor.api.pipeline import Stage
 from conveyor.engine.invocation import StageInvocation
 from conveyor.kube.manifests import Owner, desired_deployment, desired_job, desired_service
+from conveyor.kube.observe import observe_job
 from conveyor.kube.settings import Settings
+from conveyor.stages.runner import termination_log
 from tests.conftest import EXAMPLES
 from tests.k8s import restricted_violations, validate_k8s
 
@@ -43,7 +46,7 @@ def test_builtin_stage_job_whole() -> None:
             "env": [{"name": "WHO", "value": "$(params.who)"}],
         }
     )
-    s3 = S3Store(bucket="bkt", prefix="x", endpoint="http://minio:9000", credentialsSecret="s3")
+    s3 = S3Store(bucket="bkt", prefix="x", endpoint="http://minio:9000", credentials_secret="s3")
     job = desired_job(OWNER, "p", stage, INV, s3, Settings(image="conveyor:1", job_ttl_seconds=60))
     labels = {
         "app.kubernetes.io/name": "conveyor",
@@ -125,6 +128,23 @@ def test_builtin_stage_job_whole() -> None:
     }
     validate_k8s(job)
     assert restricted_violations(job["spec"]["template"]["spec"]) == []
+
+
+def test_the_stage_pod_and_the_job_observer_read_what_the_job_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The names shared by the manifests, the stage runner and the observer agree: the runner
+    finds its invocation and termination log in the variables the container sets, the observer
+    the cache key in the Job's annotations."""
+    stage = Stage.model_validate({"name": "train", "uses": "train"})
+    job = desired_job(OWNER, "p", stage, INV, None, Settings())
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert StageInvocation.from_env(env) == INV
+    log_var = next(k for k, v in env.items() if v == container["terminationMessagePath"])
+    monkeypatch.setenv(log_var, str(tmp_path / "log"))
+    assert termination_log() == tmp_path / "log"
+    assert observe_job(job, [], None).cache_key == INV.cache_key
 
 
 def test_custom_stage_job_uses_its_image_and_command() -> None:
@@ -235,3 +255,157 @@ def test_model_server_rollout_settings_reach_the_deployment() -> None:
     assert dep["spec"]["progressDeadlineSeconds"] == 20
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 1}
     validate_k8s(dep)
+
+
+MODEL = "s3://b/ml/p/r1/train/model.skops"
+SERVER_LABELS = {
+    "app.kubernetes.io/name": "conveyor",
+    "app.kubernetes.io/instance": "md",
+    "app.kubernetes.io/component": "model-server",
+    "app.kubernetes.io/part-of": "conveyor",
+    "app.kubernetes.io/managed-by": "conveyor-operator",
+    "conveyor.dev/modeldeployment": "md",
+}
+SERVER_SELECTOR = {
+    "app.kubernetes.io/name": "conveyor",
+    "app.kubernetes.io/instance": "md",
+    "app.kubernetes.io/component": "model-server",
+}
+SERVER_METADATA = {
+    "name": "md",
+    "namespace": "ml",
+    "labels": SERVER_LABELS,
+    "ownerReferences": [
+        {
+            "apiVersion": "conveyor.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "name": "md",
+            "uid": "uid-2",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ],
+}
+
+
+def _server_container(args: list[str]) -> dict[str, object]:
+    return {
+        "name": "server",
+        "image": "conveyor:1",
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["conveyor"],
+        "args": ["serve", "--model", MODEL, "--host", "0.0.0.0", "--port", "8000", *args],
+        "env": [
+            {"name": "CONVEYOR_S3_ENDPOINT", "value": "http://minio:9000"},
+            {"name": "AWS_DEFAULT_REGION", "value": "eu-1"},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "initialDelaySeconds": 10,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "envFrom": [{"secretRef": {"name": "s3"}}],
+        "resources": {"requests": {"cpu": "1"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "args"),
+    [
+        pytest.param({}, [], id="defaults"),
+        pytest.param(
+            {
+                "monitoring": {"drift": {"method": "ks", "window": 50, "minSamples": 5}},
+                "batching": {"enabled": False, "maxBatchSize": 8, "maxLatencyMs": 3},
+            },
+            [
+                *("--drift-method", "ks", "--window", "50", "--min-samples", "5"),
+                *("--no-batching", "--max-batch-size", "8", "--max-latency-ms", "3"),
+            ],
+            id="drift-and-batching",
+        ),
+        pytest.param(
+            {"batching": {"enabled": True}},
+            ["--batching", "--max-batch-size", "32", "--max-latency-ms", "5"],
+            id="batching-on",
+        ),
+    ],
+)
+def test_model_server_deployment_whole(extra: dict[str, object], args: list[str]) -> None:
+    owner = Owner("ModelDeployment", "md", "uid-2", "ml")
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": {"uri": MODEL}, "replicas": 3, "resources": {"requests": {"cpu": "1"}}, **extra}
+    )
+    s3 = S3Store(bucket="bkt", endpoint="http://minio:9000", region="eu-1", credentials_secret="s3")
+    dep = desired_deployment(owner, spec, MODEL, "sha", s3, Settings(image="conveyor:1"))
+    assert dep == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": SERVER_METADATA,
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": SERVER_SELECTOR},
+            "progressDeadlineSeconds": 300,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": SERVER_LABELS, "annotations": {"conveyor.dev/model-sha256": "sha"}},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [_server_container(args)],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    validate_k8s(dep)
+    assert restricted_violations(dep["spec"]["template"]["spec"]) == []
+
+
+def test_model_server_service_whole() -> None:
+    svc = desired_service(Owner("ModelDeployment", "md", "uid-2", "ml"))
+    assert svc == {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            **SERVER_METADATA,
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": "8000",
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": SERVER_SELECTOR,
+            "ports": [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    validate_k8s(svc)

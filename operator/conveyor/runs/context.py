@@ -1,9 +1,5 @@
-"""What both executors share about one run: invocations, cache, results, the run record.
-
-The local executor and the operator differ only in how a stage becomes a process (a forked
-child, a Job pod) and in where they observe it; everything they read from and write to the
-artifact store goes through here, so a run means the same thing in both places.
-"""
+"""One run's view of the store: its invocations and cache keys, its committed results, the
+model it produced and its run record. Both executors use it through `runs.advance`."""
 
 from __future__ import annotations
 
@@ -119,10 +115,6 @@ class RunContext:
     def cache_hit(self, stage: Stage, inv: StageInvocation) -> StageResult | None:
         return layout.cache_lookup(self.store, inv.cache_key) if stage.cache else None
 
-    def record_cache(self, stage: Stage, inv: StageInvocation, result: StageResult) -> None:
-        if stage.cache:
-            layout.cache_record(self.store, inv.cache_key, result)
-
     def committed(self, stage: str, run: str | None = None) -> StageResult | None:
         """The stage's committed result in this run (or another), if its outputs still verify."""
         if run is None and stage in self.known:
@@ -134,13 +126,6 @@ class RunContext:
             self.known[stage] = result
         return result
 
-    def commit_empty(self, stage: str) -> StageResult:
-        """A custom stage that exited 0 without writing outputs.json has no outputs."""
-        result = StageResult()
-        layout.commit_result(self.store, self.prefix(stage), result)
-        self.known[stage] = result
-        return result
-
     def model_record(self, results: dict[str, StageResult]) -> ModelRecord | None:
         return model_record(self.store, results)
 
@@ -150,7 +135,8 @@ class RunContext:
         results: dict[str, StageResult],
         start_time: datetime,
         resumed_from: str | None,
-    ) -> RunRecord:
+    ) -> tuple[RunRecord, str]:
+        """Write the run record (its model as the status says); the record and its URI."""
         cond = status.conditions[-1] if status.conditions else None
         record = RunRecord(
             namespace=self.namespace,
@@ -165,11 +151,10 @@ class RunContext:
             completion_time=status.completion_time,
             stages=status.stages,
             artifacts={n: r.outputs for n, r in results.items()},
-            model=self.model_record(results),
+            model=status.model,
             resumed_from=resumed_from,
         )
-        layout.write_run_record(self.store, record)
-        return record
+        return record, layout.write_run_record(self.store, record).uri
 
 
 def model_record(store: Store, results: dict[str, StageResult]) -> ModelRecord | None:
