@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from conveyor.artifacts.store import open_store
     from conveyor.engine.validation import InvalidResource
     from conveyor.local.executor import LocalRun
-    from conveyor.local.launch import Launcher
+    from conveyor.local.processes import ProcessStarter
     from conveyor.local.progress import print_summary, stage_table
     from conveyor.resources import load_run_request
 
@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             params=params,
             namespace=pipeline.metadata.namespace or "default",
             use_cache=not args.no_cache,
-            launcher=Launcher(args.launch),
+            starter=ProcessStarter(args.launch),
             resume_from=args.resume_from
             or (run.spec.resume_from.run if run and run.spec.resume_from else None),
             timeout_seconds=run.spec.timeout_seconds if run else None,

@@ -33,6 +33,12 @@ class Model(BaseModel):
     )
 
 
+def exactly_one(model: BaseModel, first: str, second: str, message: str) -> None:
+    """A model-level rule: one of two optional fields is set, never both, never neither."""
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        raise ValueError(message)
+
+
 class Status(Model):
     """Base of status models: tolerant of fields written by newer operators."""
 

@@ -14,6 +14,7 @@ from conveyor.api.common import (
     Object,
     ResourceRequirements,
     Status,
+    exactly_one,
 )
 
 
@@ -36,8 +37,7 @@ class ModelSource(Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
-        if (self.uri is None) == (self.from_pipeline is None):
-            raise ValueError("set exactly one of `uri` or `fromPipeline`")
+        exactly_one(self, "uri", "from_pipeline", "set exactly one of `uri` or `fromPipeline`")
         return self
 
 

@@ -17,6 +17,7 @@ from conveyor.api.common import (
     Object,
     ResourceRequirements,
     Status,
+    exactly_one,
 )
 
 
@@ -61,8 +62,9 @@ class Stage(Model):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Stage:
-        if (self.uses is None) == (self.image is None):
-            raise ValueError("set exactly one of `uses` (a built-in stage) or `image` (a custom stage)")
+        exactly_one(
+            self, "uses", "image", "set exactly one of `uses` (a built-in stage) or `image` (a custom stage)"
+        )
         return self
 
     @property

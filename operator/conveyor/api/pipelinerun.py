@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from conveyor.api.common import Condition, Dns1123Label, Model, Object, Status
+from conveyor.api.common import Condition, Dns1123Label, Model, Object, Status, exactly_one
 from conveyor.api.pipeline import PipelineSpec
 
 # Every spec field but `cancelled` is immutable; the rule is generated from this list so
@@ -57,8 +57,9 @@ class PipelineRunSpec(Model):
 
     @model_validator(mode="after")
     def _one_pipeline(self) -> PipelineRunSpec:
-        if (self.pipeline_ref is None) == (self.pipeline_spec is None):
-            raise ValueError("set exactly one of `pipelineRef` or `pipelineSpec`")
+        exactly_one(
+            self, "pipeline_ref", "pipeline_spec", "set exactly one of `pipelineRef` or `pipelineSpec`"
+        )
         return self
 
 

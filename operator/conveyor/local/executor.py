@@ -15,8 +15,8 @@ from conveyor.api.pipelinerun import PipelineRunStatus
 from conveyor.artifacts.layout import RunRecord
 from conveyor.artifacts.store import Store
 from conveyor.engine.planner import RunPlan
-from conveyor.local.launch import Launcher
 from conveyor.local.launcher import ProcessLauncher
+from conveyor.local.processes import ProcessStarter
 from conveyor.runs.advance import RunInputs, advance
 from conveyor.runs.context import RunContext
 
@@ -37,7 +37,7 @@ class LocalRun:
     namespace: str = "default"
     run: str = ""
     use_cache: bool = True
-    launcher: Launcher = field(default_factory=Launcher)
+    starter: ProcessStarter = field(default_factory=ProcessStarter)
     resume_from: str | None = None
     timeout_seconds: int | None = None
     on_change: Callable[[RunPlan], None] = lambda plan: None
@@ -62,7 +62,7 @@ class LocalRun:
 
     async def _execute(self) -> RunRecord:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        processes = ProcessLauncher(self.launcher, self.ctx, self.workdir)
+        processes = ProcessLauncher(self.starter, self.ctx, self.workdir)
         inputs = RunInputs(
             timeout_seconds=self.timeout_seconds, resume_from=self.resume_from, use_cache=self.use_cache
         )

@@ -1,4 +1,4 @@
-"""The local executor's launcher: a stage is a process (forked or exec'd by `launch`).
+"""The local executor's launcher: a stage is a process (forked or exec'd by `processes.ProcessStarter`).
 
 It behaves like a stage's Job: a failed attempt is retried up to the stage's `retries`, and an
 attempt that outlives the stage's `timeoutSeconds` is killed and counts as failed. Each attempt
@@ -16,7 +16,7 @@ from conveyor.api.pipeline import Stage
 from conveyor.api.pipelinerun import StagePhase, StageStatus
 from conveyor.engine.invocation import StageInvocation
 from conveyor.engine.params import substitute
-from conveyor.local.launch import Launcher, Process, StageFiles
+from conveyor.local.processes import Process, ProcessStarter, StageFiles
 from conveyor.runs.context import RunContext
 
 
@@ -31,7 +31,7 @@ class _Attempt:
 
 
 class ProcessLauncher:
-    def __init__(self, starter: Launcher, ctx: RunContext, workdir: Path) -> None:
+    def __init__(self, starter: ProcessStarter, ctx: RunContext, workdir: Path) -> None:
         self.starter, self.ctx, self.workdir = starter, ctx, workdir
         self.running: dict[str, _Attempt] = {}
         self.ended: dict[str, StageStatus] = {}  # exited 0, or failed with no attempt left

@@ -13,8 +13,8 @@ import pytest
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.artifacts.store import LocalStore
 from conveyor.engine.invocation import StageInvocation
-from conveyor.local.launch import StageFiles
 from conveyor.local.launcher import ProcessLauncher, failure_message
+from conveyor.local.processes import StageFiles
 from conveyor.runs.context import RunContext
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

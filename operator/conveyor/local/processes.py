@@ -1,4 +1,5 @@
-"""Starting stage processes: forked from a warm fork server, or exec'd like a pod would."""
+"""Starting a stage's process (one per attempt of `launcher.ProcessLauncher`): forked from a
+warm fork server, or exec'd like a pod would."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class _Popen:
         self.proc.wait(5)
 
 
-class Launcher:
+class ProcessStarter:
     """`fork` (default): stages are forked from a server that imported pandas and
     scikit-learn once; `exec`: every stage is a fresh `python -m conveyor stage`, exactly
     what a Job's container runs. Both hand the stage the same invocation."""
