@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from conveyor.contract import METRICS_PATH, SERVE_PORT_NAME
 from conveyor.kube.client import PODS, Body, KubeClient
 from conveyor.kube.manifests import model_server_name, selector_labels
 from conveyor.kube.settings import Settings
 
 DriftReader = Callable[[str, str], Awaitable[float | None]]  # (namespace, ModelDeployment) -> score
 GetText = Callable[[str], Awaitable[str | None]]  # a URL's body; None when it did not answer 200
-PORT_NAME = "http"
 SCORE, ROWS = "conveyor_drift_score", "conveyor_drift_window_size"
 
 
@@ -85,7 +85,7 @@ def combine(samples: Iterable[Sample]) -> float | None:
     return sum(s.score * w for s, w in zip(finite, weights, strict=True)) / sum(weights)
 
 
-def ready_pods(pods: Iterable[Body], port_name: str = PORT_NAME) -> list[str]:
+def ready_pods(pods: Iterable[Body], port_name: str = SERVE_PORT_NAME) -> list[str]:
     """`/metrics` URLs of the pods that are Ready, have an IP and are not terminating (what a
     Service's ready endpoints are), on each one's container port of that name."""
     urls = []
@@ -101,7 +101,7 @@ def ready_pods(pods: Iterable[Body], port_name: str = PORT_NAME) -> list[str]:
         port = next((p.get("containerPort") for p in ports if p.get("name") == port_name), None)
         if port is not None:
             host = f"[{ip}]" if ":" in ip else ip
-            urls.append(f"http://{host}:{port}/metrics")
+            urls.append(f"http://{host}:{port}{METRICS_PATH}")
     return sorted(urls)
 
 
