@@ -82,4 +82,14 @@ class LocalRun:
             self.status = step.status
             if step.record is not None:
                 return step.record
+            await self._until_something_ends(processes, inputs)
+
+    async def _until_something_ends(self, processes: ProcessLauncher, inputs: RunInputs) -> None:
+        """Wait until a stage's attempt exits or times out, or the run's own timeout is due:
+        only then can the next step change anything."""
+        started = self.status.start_time or datetime.now(UTC)
+        limit = inputs.timeout_seconds
+        while not processes.any_ended():
+            if limit is not None and (datetime.now(UTC) - started).total_seconds() > limit:
+                return
             await asyncio.sleep(POLL_SECONDS)
