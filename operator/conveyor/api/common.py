@@ -47,12 +47,6 @@ class Status(Model):
     )
 
 
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
-
-
 class Reason(StrEnum):
     """CamelCase reasons, reused as event reasons."""
 
@@ -65,15 +59,12 @@ class Reason(StrEnum):
     PIPELINE_NOT_FOUND = "PipelineNotFound"
     TIMED_OUT = "TimedOut"
     CANCELLED = "Cancelled"
-    CACHE_HIT = "CacheHit"
-    GATE_REJECTED = "GateRejected"
     DRIFT_DETECTED = "DriftDetected"
     VALID = "Valid"
     MODEL_NOT_FOUND = "ModelNotFound"
     ROLLING_OUT = "RollingOut"
     ROLLOUT_FAILED = "RolloutFailed"
     AVAILABLE = "Available"
-    RETRAINING = "Retraining"
 
 
 class Condition(Status):
