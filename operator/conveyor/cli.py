@@ -11,15 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conveyor import __version__
-from conveyor.artifacts.store import StoreError
 from conveyor.cli_cluster import cmd_operator, cmd_render, cmd_serve
 from conveyor.cli_errors import CliError
 from conveyor.contract import INVOCATION_ENV
-from conveyor.resources import ResourceFileError
+from conveyor.errors import ConveyorError
 
 DEFAULT_STORE = ".conveyor"
 # Errors about the user's input or environment, reported in one line.
-USER_ERRORS: tuple[type[Exception], ...] = (ResourceFileError, StoreError)
 
 
 def _params(values: Sequence[str]) -> dict[str, str]:
@@ -318,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return err.code
-    except USER_ERRORS as err:
+    except ConveyorError as err:  # raised on purpose: its message is for the user
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
