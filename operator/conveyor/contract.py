@@ -26,7 +26,9 @@ CACHE_KEY_ANNOTATION: Final = GROUP_PREFIX + "cache-key"  # on a stage's Job
 MODEL_ANNOTATION: Final = GROUP_PREFIX + "model-sha256"  # on a model server's pod template
 TRIGGER_REASON_ANNOTATION: Final = GROUP_PREFIX + "trigger-reason"  # on a triggered PipelineRun
 
-# Labels the operator selects by (beside engine.names.standard_labels).
+# Labels the operator sets (engine.names.standard_labels) and selects by.
+PIPELINE_LABEL: Final = GROUP_PREFIX + "pipeline"
+STAGE_LABEL: Final = GROUP_PREFIX + "stage"
 RUN_LABEL: Final = GROUP_PREFIX + "pipelinerun"
 RUN_UID_LABEL: Final = GROUP_PREFIX + "pipelinerun-uid"
 DEPLOYMENT_LABEL: Final = GROUP_PREFIX + "modeldeployment"

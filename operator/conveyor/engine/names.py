@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from conveyor.api.common import GROUP
+from conveyor.contract import DEPLOYMENT_LABEL, PIPELINE_LABEL, RUN_LABEL, STAGE_LABEL
 
 MANAGED_BY = "conveyor-operator"
 LIMIT = 63
@@ -78,11 +78,11 @@ def standard_labels(
         "app.kubernetes.io/managed-by": MANAGED_BY,
     }
     for key, value in (
-        ("pipeline", pipeline),
-        ("pipelinerun", run),
-        ("stage", stage),
-        ("modeldeployment", deployment),
+        (PIPELINE_LABEL, pipeline),
+        (RUN_LABEL, run),
+        (STAGE_LABEL, stage),
+        (DEPLOYMENT_LABEL, deployment),
     ):
         if value:
-            labels[f"{GROUP}/{key}"] = label_value(value)
+            labels[key] = label_value(value)
     return labels
