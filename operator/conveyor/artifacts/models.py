@@ -1,22 +1,37 @@
 """Model files: scikit-learn objects saved with skops and loaded without pickle.
 
-Loading checks every type in the file against an explicit allowlist of module prefixes;
-anything else (a custom class, `builtins.eval`, ...) is refused before it is constructed.
+`load_model` takes the SHA-256 its caller's records give for the file and reads the file once:
+the bytes it hashes are the bytes it parses. A file whose digest differs is refused before any
+of it is interpreted; a file holding a type outside skops' defaults and `trusted.TRUSTED_TYPES`
+(a function, a class the built-in stages never write) is refused before anything is built.
 """
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
+from conveyor.artifacts.trusted import TRUSTED_TYPES
 from conveyor.errors import UserError
 
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 MEDIA_TYPE = "application/x-skops"
 
 
 class UntrustedModel(UserError):
-    pass
+    """The file holds types Conveyor does not trust; the message names each one."""
+
+
+class DigestMismatch(UserError):
+    """The file is not the one its records describe (it was changed or replaced)."""
+
+    def __init__(self, path: Path, expected: str, actual: str) -> None:
+        super().__init__(
+            f"refusing to load {path}: its SHA-256 is {actual}, expected {expected} "
+            "(the file was changed after it was recorded)"
+        )
+        self.path, self.expected, self.actual = path, expected, actual
 
 
 def save_model(obj: Any, path: Path) -> None:
@@ -25,21 +40,29 @@ def save_model(obj: Any, path: Path) -> None:
     sio.dump(obj, path)
 
 
-def trusted_types(path: Path, prefixes: tuple[str, ...] = TRUSTED_PREFIXES) -> list[str]:
-    """The types the file needs; raises UntrustedModel if any falls outside `prefixes`."""
+def _needed_types(data: bytes, path: Path) -> list[str]:
+    """The types in a skops file beyond skops' own defaults (`path` names it in errors)."""
     import skops.io as sio
 
-    needed = sio.get_untrusted_types(file=path)
-    bad = [t for t in needed if not t.startswith(prefixes)]
+    try:
+        return list(sio.get_untrusted_types(data=data))
+    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+        raise UserError(f"{path} is not a skops model file: {err}") from None
+
+
+def load_model(path: Path, sha256: str) -> Any:
+    """The object in `path`, whose recorded SHA-256 is `sha256`; refused if either check fails."""
+    import skops.io as sio
+
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise DigestMismatch(path, sha256, actual)
+    needed = _needed_types(data, path)
+    bad = [t for t in needed if t not in TRUSTED_TYPES]
     if bad:
         raise UntrustedModel(
-            f"{path.name} contains types outside the trusted list ({', '.join(prefixes)}): "
-            + ", ".join(sorted(bad))
+            f"refusing to load {path}: it holds type(s) the built-in stages never write: "
+            + ", ".join(bad)
         )
-    return list(needed)
-
-
-def load_model(path: Path, prefixes: tuple[str, ...] = TRUSTED_PREFIXES) -> Any:
-    import skops.io as sio
-
-    return sio.load(path, trusted=trusted_types(path, prefixes))
+    return sio.loads(data, trusted=needed)

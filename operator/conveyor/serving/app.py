@@ -1,13 +1,17 @@
 """The HTTP layer: decode, delegate, encode. Open Inference Protocol (V2) REST, `/predict`,
-health, `/metrics`. Predictions run in one worker thread (optionally batched) so the event
-loop keeps accepting connections; drift is computed in the background."""
+health, `/metrics`. Requests are validated one by one (`protocol`) before they are batched;
+predictions run in one worker thread so the event loop keeps accepting connections; drift is
+computed in the background. Every failure is a JSON `{"error": ...}`; every response to an
+inference endpoint is counted by code, 5xx included."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +20,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from conveyor.errors import NotFound, UserError
 from conveyor.serving.model import BadInput, ServedModel
 from conveyor.serving.monitor import (
     BATCH_SIZE,
@@ -25,8 +30,25 @@ from conveyor.serving.monitor import (
     DriftMonitor,
     exposition_registry,
 )
+from conveyor.serving.protocol import (
+    OUTPUT,
+    decode_json,
+    output_datatype,
+    parse_infer,
+    parse_predict,
+    v2_rows,
+)
+
+__all__ = ["Batcher", "InferenceServer", "ServeOptions", "v2_rows"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Waiter = tuple[list[dict[str, Any]], "asyncio.Future[list[Any]]"]
+log = logging.getLogger("conveyor.serving")
+ROUTES = (
+    "/v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{version}][/ready|/infer], /predict, /metrics"
+)
+BINARY_HEADER = "Inference-Header-Content-Length"
+REQUEST_ID = re.compile(r"[\w.-]{1,64}")
 
 
 @dataclass
@@ -40,14 +62,15 @@ class ServeOptions:
 
 
 class Batcher:
-    """Coalesces concurrent requests into one `predict` call within a small time budget."""
+    """Coalesces concurrent requests into one `predict` call within a small time budget. If a
+    batch fails, its requests are retried one by one, so only the failing one fails."""
 
     def __init__(
         self, model: ServedModel, pool: ThreadPoolExecutor, max_size: int, max_latency: float
     ) -> None:
         self.model, self.pool = model, pool
         self.max_size, self.max_latency = max_size, max_latency
-        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[list[Any]]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[Waiter] = asyncio.Queue()
 
     async def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -55,38 +78,49 @@ class Batcher:
         return await fut
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            rows = len(batch[0][0])
-            deadline = loop.time() + self.max_latency
-            while rows < self.max_size:
-                if not self.queue.empty():  # whatever queued while the last batch ran
-                    item = self.queue.get_nowait()
-                else:
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), timeout)
-                    except TimeoutError:
-                        break
-                batch.append(item)
-                rows += len(item[0])
-            all_rows = [row for part, _ in batch for row in part]
-            BATCH_SIZE.labels(self.model.name).observe(rows)
-            try:
-                preds = await loop.run_in_executor(self.pool, self.model.predict, all_rows)
-            except Exception as err:  # a model error fails every request of the batch
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            start = 0
-            for part, fut in batch:
-                if not fut.done():
-                    fut.set_result(preds[start : start + len(part)])
-                start += len(part)
+            batch = await self._collect()
+            BATCH_SIZE.labels(self.model.name).observe(sum(len(part) for part, _ in batch))
+            await self._dispatch(batch)
+
+    async def _collect(self) -> list[Waiter]:
+        loop = asyncio.get_running_loop()
+        batch = [await self.queue.get()]
+        rows = len(batch[0][0])
+        deadline = loop.time() + self.max_latency
+        while rows < self.max_size:
+            if not self.queue.empty():  # whatever queued while the last batch ran
+                item = self.queue.get_nowait()
+            else:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    break
+            batch.append(item)
+            rows += len(item[0])
+        return batch
+
+    async def _dispatch(self, batch: list[Waiter]) -> None:
+        loop = asyncio.get_running_loop()
+        all_rows = [row for part, _ in batch for row in part]
+        try:
+            preds = await loop.run_in_executor(self.pool, self.model.predict, all_rows)
+        except Exception as err:
+            if len(batch) > 1:  # find the request(s) at fault; the others still succeed
+                for waiter in batch:
+                    await self._dispatch([waiter])
+                return
+            if not batch[0][1].done():
+                batch[0][1].set_exception(err)
+            return
+        start = 0
+        for part, fut in batch:
+            if not fut.done():
+                fut.set_result(preds[start : start + len(part)])
+            start += len(part)
 
 
 class InferenceServer:
@@ -98,11 +132,19 @@ class InferenceServer:
             if options.batching
             else None
         )
+        self.output_datatype = output_datatype(model.classes)
         self.ready = False
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.options.max_body_bytes, middlewares=[self._errors])
-        name = self.model.name
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            app.add_routes(
+                [
+                    web.get(prefix, self.model_metadata),
+                    web.get(prefix + "/ready", self.model_ready),
+                    web.post(prefix + "/infer", self.infer),
+                ]
+            )
         app.add_routes(
             [
                 web.get("/v2/health/live", self.live),
@@ -110,15 +152,12 @@ class InferenceServer:
                 web.get("/healthz", self.live),
                 web.get("/readyz", self.readyz),
                 web.get("/v2", self.server_metadata),
-                web.get("/v2/models/{model}", self.model_metadata),
-                web.get("/v2/models/{model}/ready", self.readyz),
-                web.post("/v2/models/{model}/infer", self.infer),
                 web.post("/predict", self.predict),
                 web.get("/metrics", self.metrics),
             ]
         )
         app.cleanup_ctx.append(self._background)
-        REQUESTS.labels(name, "predict", "200")  # expose the series from the start
+        REQUESTS.labels(self.model.name, "predict", "200")  # expose the series from the start
         return app
 
     async def _background(self, app: web.Application) -> AsyncIterator[None]:
@@ -141,27 +180,52 @@ class InferenceServer:
             await asyncio.sleep(self.options.drift_interval)
             await loop.run_in_executor(None, self.monitor.compute)
 
+    # errors and counting -----------------------------------------------------------------------
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        endpoint = "infer" if request.path.endswith("/infer") else request.path.strip("/").split("/")[0]
+        path = request.path
+        endpoint = "infer" if path.endswith("/infer") else "predict" if path == "/predict" else ""
         started = time.perf_counter()
         try:
             response = await handler(request)
-        except BadInput as err:
-            response = web.json_response({"error": str(err)}, status=400)
-        except web.HTTPRequestEntityTooLarge:
-            response = web.json_response(
-                {"error": f"the body is over {self.options.max_body_bytes} bytes; send fewer rows"},
-                status=400,
-            )
-        except web.HTTPException as err:
-            response = web.json_response({"error": err.reason}, status=err.status)
-        if endpoint in ("infer", "predict"):
+        except Exception as err:  # web.HTTPException too: every failure answers JSON
+            response = self._error_response(request, err)
+        if endpoint:
             REQUESTS.labels(self.model.name, endpoint, str(response.status)).inc()
             LATENCY.labels(self.model.name, endpoint).observe(time.perf_counter() - started)
         return response
 
-    # health and metadata ---------------------------------------------------------------------
+    def _error_response(self, request: web.Request, err: Exception) -> web.StreamResponse:
+        """One place maps errors to statuses: 400, 404, 405, 413, other 4xx, else 500."""
+        if isinstance(err, UserError):
+            return _json_error(str(err), 400)
+        if isinstance(err, NotFound):
+            return _json_error(str(err), 404)
+        if isinstance(err, web.HTTPRequestEntityTooLarge):
+            limit = self.options.max_body_bytes
+            return _json_error(f"the body is over {limit} bytes; send fewer rows per request", 413)
+        if isinstance(err, web.HTTPMethodNotAllowed):
+            allow = ", ".join(sorted(err.allowed_methods))
+            message = f"{request.method} is not allowed on {request.path}; use {allow}"
+            return _json_error(message, 405, {"Allow": allow})
+        if isinstance(err, web.HTTPNotFound):
+            return _json_error(f"no route {request.path}; the routes are {ROUTES}", 404)
+        if isinstance(err, web.HTTPException) and err.status < 500:
+            return _json_error(err.reason, err.status)
+        given = request.headers.get("X-Request-Id", "")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        log.error("request %s: %s %s failed", request_id, request.method, request.path, exc_info=err)
+        return web.json_response(
+            {
+                "error": f"internal error (request id {request_id}); the server logged its cause: "
+                "report the id to the model's operators",
+                "request_id": request_id,
+            },
+            status=500,
+            headers={"X-Request-Id": request_id},
+        )
+
+    # health and metadata -----------------------------------------------------------------------
     async def live(self, request: web.Request) -> web.Response:
         return web.json_response({"live": True})
 
@@ -174,10 +238,21 @@ class InferenceServer:
         return web.json_response({"name": "conveyor", "version": __version__, "extensions": []})
 
     def _check_name(self, request: web.Request) -> None:
-        if request.match_info["model"] != self.model.name:
-            raise web.HTTPNotFound(
-                reason=f"no model {request.match_info['model']!r}; this server serves {self.model.name!r}"
+        """404 unless the path names this model (and, if it names one, its version)."""
+        name, version = request.match_info["model"], request.match_info.get("version")
+        if name != self.model.name:
+            raise NotFound(f"no model {name!r}; this server serves {self.model.name!r}")
+        if version is not None and version != self.model.version:
+            raise NotFound(
+                f"model {name!r} has no version {version!r}; this server serves version "
+                f"{self.model.version!r}"
             )
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        self._check_name(request)
+        return web.json_response(
+            {"name": self.model.name, "ready": self.ready}, status=200 if self.ready else 503
+        )
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         self._check_name(request)
@@ -191,7 +266,7 @@ class InferenceServer:
                     {"name": f, "datatype": "FP64" if f in m.numeric else "BYTES", "shape": [-1]}
                     for f in m.features
                 ],
-                "outputs": [{"name": "predict", "datatype": _datatype(m.classes), "shape": [-1]}],
+                "outputs": [{"name": OUTPUT, "datatype": self.output_datatype, "shape": [-1]}],
                 "parameters": {"task": m.task, "sha256": m.sha256},
             }
         )
@@ -201,18 +276,18 @@ class InferenceServer:
             body=generate_latest(exposition_registry()), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    # inference -------------------------------------------------------------------------------
+    # inference ---------------------------------------------------------------------------------
     async def _json(self, request: web.Request) -> Any:
-        try:
-            return json.loads(await request.read())
-        except json.JSONDecodeError as err:
-            raise BadInput(f"the body is not JSON: {err}") from None
+        if BINARY_HEADER in request.headers:
+            raise BadInput(
+                f"binary tensor data (the {BINARY_HEADER} header) is not supported; send JSON: "
+                "with tritonclient, set_data_from_numpy(..., binary_data=False) and "
+                "InferRequestedOutput(..., binary_data=False)"
+            )
+        return decode_json(await request.read())
 
     async def predict(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
-            raise BadInput('the body must be {"instances": [{feature: value, ...}, ...]}')
-        rows = body["instances"]
+        rows = parse_predict(await self._json(request))
         preds = await self._run(rows)
         return web.json_response(
             {"predictions": preds, "model": self.model.name, "version": self.model.version}
@@ -220,21 +295,21 @@ class InferenceServer:
 
     async def infer(self, request: web.Request) -> web.Response:
         self._check_name(request)
-        body = await self._json(request)
-        rows = v2_rows(body, self.model.features)
+        body = parse_infer(await self._json(request))
+        rows = v2_rows(body, self.model.features, self.model.numeric)
         preds = await self._run(rows)
-        out = {
+        out: dict[str, Any] = {
             "model_name": self.model.name,
             "model_version": self.model.version,
             "outputs": [
-                {"name": "predict", "shape": [len(preds)], "datatype": _datatype(preds), "data": preds}
+                {"name": OUTPUT, "shape": [len(preds)], "datatype": self.output_datatype, "data": preds}
             ],
         }
-        if isinstance(body, dict) and "id" in body:
-            out["id"] = body["id"]
+        if body.id is not None:
+            out["id"] = body.id
         return web.json_response(out)
 
-    async def _run(self, rows: list[Any]) -> list[Any]:
+    async def _run(self, rows: list[dict[str, Any]]) -> list[Any]:
         if not rows:
             raise BadInput("no rows: send at least one instance")
         if len(rows) > self.options.max_rows:
@@ -255,56 +330,5 @@ class InferenceServer:
         return preds
 
 
-def v2_rows(body: Any, features: list[str]) -> list[dict[str, Any]]:
-    """Rows from a V2 inference request: one input per feature (named columns), or one
-    [n, features] tensor in the model's feature order."""
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise BadInput('the body must be {"inputs": [{"name", "shape", "datatype", "data"}, ...]}')
-    inputs = body["inputs"]
-    for i, inp in enumerate(inputs):
-        if not isinstance(inp, dict) or "name" not in inp or "data" not in inp:
-            raise BadInput(f"inputs[{i}] needs `name`, `shape`, `datatype` and `data`")
-    names = [inp["name"] for inp in inputs]
-    if len(inputs) == 1 and names[0] not in features:
-        inp = inputs[0]
-        shape = inp.get("shape") or []
-        flat = _flatten(inp["data"])
-        if len(shape) != 2 or shape[1] != len(features) or len(flat) != shape[0] * shape[1]:
-            raise BadInput(
-                f"inputs[0] ({inp['name']!r}): a row tensor must have shape [n, {len(features)}] "
-                f"and n*{len(features)} values; or send one input per feature"
-            )
-        return [
-            dict(zip(features, flat[r * len(features) : (r + 1) * len(features)], strict=True))
-            for r in range(shape[0])
-        ]
-    unknown = [n for n in names if n not in features]
-    if unknown:
-        raise BadInput(f"inputs: unknown feature(s) {', '.join(map(repr, unknown[:5]))}")
-    missing = [f for f in features if f not in names]
-    if missing:
-        raise BadInput(f"inputs: missing feature(s) {', '.join(map(repr, missing[:5]))}")
-    columns = {inp["name"]: _flatten(inp["data"]) for inp in inputs}
-    lengths = {len(v) for v in columns.values()}
-    if len(lengths) != 1:
-        raise BadInput("inputs: every feature must have the same number of values")
-    n = lengths.pop()
-    return [{f: columns[f][r] for f in features} for r in range(n)]
-
-
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list) and data and isinstance(data[0], list):
-        return [v for row in data for v in row]
-    if not isinstance(data, list):
-        raise BadInput("`data` must be a list")
-    return data
-
-
-def _datatype(values: list[Any]) -> str:
-    if values and all(isinstance(v, bool) for v in values):
-        return "BOOL"
-    if values and all(isinstance(v, int) for v in values):
-        return "INT64"
-    if values and all(isinstance(v, int | float) for v in values):
-        return "FP64"
-    return "BYTES"
+def _json_error(message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)

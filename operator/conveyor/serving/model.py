@@ -19,7 +19,7 @@ import pandas as pd
 
 from conveyor.artifacts import layout
 from conveyor.artifacts.layout import ArtifactPath
-from conveyor.artifacts.models import load_model
+from conveyor.artifacts.models import DigestMismatch, load_model
 from conveyor.artifacts.store import Store, StoreError, open_location, open_store, sha256_file
 from conveyor.artifacts.uri import StoreURI
 from conveyor.engine.invocation import ArtifactRef
@@ -120,14 +120,13 @@ class ServedModel:
                 path = resolved.store.local_path(resolved.store.key(resolved.model.uri), Path(tmp))
             except StoreError as err:
                 raise ModelError(str(err)) from None
-            digest = sha256_file(path)
-            if digest != resolved.model.sha256:
-                raise ModelError(
-                    f"refusing to serve {resolved.model.uri}: its SHA-256 is {digest}, "
-                    f"the run recorded {resolved.model.sha256} (the file was changed)"
-                )
             try:
-                estimator = load_model(path)
+                estimator = load_model(path, resolved.model.sha256)
+            except DigestMismatch as err:
+                raise ModelError(
+                    f"refusing to serve {resolved.model.uri}: its SHA-256 is {err.actual}, "
+                    f"the run recorded {err.expected} (the file was changed)"
+                ) from None
             except ValueError as err:
                 raise ModelError(f"refusing to load {resolved.model.uri}: {err}") from None
         profile = None

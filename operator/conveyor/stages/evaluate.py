@@ -13,6 +13,7 @@ from conveyor.api.stages import CLASSIFICATION_METRICS, REGRESSION_METRICS, Eval
 from conveyor.artifacts.layout import Champion
 from conveyor.artifacts.models import load_model
 from conveyor.artifacts.store import StoreError
+from conveyor.errors import UserError
 from conveyor.stages.context import StageContext, StageError
 from conveyor.stages.profile import profile_table
 from conveyor.stages.tables import read_table
@@ -83,7 +84,10 @@ def run(ctx: StageContext) -> None:
     opts = EvaluateOptions.model_validate(ctx.options)
     model_ref = ctx.input_ref("model")
     target, task = model_ref.meta["target"], model_ref.meta["task"]
-    model = load_model(ctx.input_path("model"))
+    try:
+        model = load_model(ctx.input_path("model"), model_ref.sha256)
+    except UserError as err:  # refused: tampered with or untrusted
+        raise StageError(str(err)) from None
     test = read_table(ctx.input_path("test"))
     x, y = test.drop(columns=[target]), test[target]
     metrics = score(model, x, y, task)
@@ -125,9 +129,25 @@ def run(ctx: StageContext) -> None:
 def _champion_score(
     ctx: StageContext, champion: Champion, x: pd.DataFrame, y: pd.Series, task: str, metric: str
 ) -> float | None:
-    """The champion scored on this run's test set; its recorded metric if it cannot be."""
+    """The champion scored on this run's test set; its recorded metric if it cannot be.
+
+    A champion file that is refused (its digest differs from champion.json's, or it holds
+    untrusted types) fails the stage: comparing against it would hide a tampered store.
+    """
     try:
         path = ctx.store.local_path(ctx.store.key(champion.model.uri), ctx.workdir / "champion")
-        return score(load_model(path), x, y, task).get(metric)
-    except (StoreError, ValueError, KeyError):
+    except StoreError:
+        return champion.metrics.get(metric)
+    try:
+        model = load_model(path, champion.model.sha256)
+    except UserError as err:
+        raise StageError(
+            f"the champion {champion.model.uri} (run {champion.run}) was refused: {err}. "
+            f"Inspect the store; to start afresh, delete {ctx.store.uri(ctx.pipeline_key('champion.json'))}"
+        ) from None
+    except ValueError:
+        return champion.metrics.get(metric)
+    try:
+        return score(model, x, y, task).get(metric)
+    except (ValueError, KeyError):
         return champion.metrics.get(metric)

@@ -7,6 +7,7 @@ from typing import Any
 
 from conveyor.api.stages import TrainOptions
 from conveyor.artifacts.models import MEDIA_TYPE, load_model, save_model
+from conveyor.errors import UserError
 from conveyor.stages.context import StageContext, StageError
 from conveyor.stages.tables import read_table
 
@@ -36,7 +37,10 @@ def run(ctx: StageContext) -> None:
         task = opts.task
     df = read_table(ctx.input_path("train"))
     x, y = df.drop(columns=[target]), df[target]
-    pre = load_model(ctx.input_path("preprocessor"))
+    try:
+        pre = load_model(ctx.input_path("preprocessor"), ctx.input_ref("preprocessor").sha256)
+    except UserError as err:  # refused: tampered with or untrusted
+        raise StageError(str(err)) from None
     model = Pipeline([("preprocess", clone(pre)), ("model", make_estimator(opts.estimator, opts.params))])
     if opts.search:
         s = opts.search

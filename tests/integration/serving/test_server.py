@@ -106,7 +106,7 @@ async def test_bad_bodies(client: TestClient, features: Any) -> None:
     resp = await client.post("/predict", data=b"{not json")
     assert resp.status == 400 and "not JSON" in (await resp.json())["error"]
     resp = await client.post("/predict", data=b"x" * 70_000)
-    assert resp.status == 400 and "over 64000 bytes" in (await resp.json())["error"]
+    assert resp.status == 413 and "over 64000 bytes" in (await resp.json())["error"]
     v2 = {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
     resp = await client.post("/v2/models/breast-cancer/infer", json=v2)
     assert resp.status == 400 and "shape [n, 30]" in (await resp.json())["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,14 @@ import pandas as pd
 import pytest
 
 from conveyor.api.stages import EvaluateOptions
-from conveyor.artifacts.layout import read_champion
+from conveyor.artifacts.layout import read_champion, write_champion
 from conveyor.artifacts.models import UntrustedModel, load_model, save_model
 from conveyor.artifacts.store import LocalStore
 from conveyor.engine.invocation import ArtifactRef, StageInvocation
 from conveyor.stages.context import StageContext, StageError
 from conveyor.stages.evaluate import decide
 from conveyor.stages.runner import execute
+from tests.unit.artifacts.test_models import GADGETS, write_gadget
 
 
 class Chain:
@@ -104,7 +106,7 @@ def test_regression_chain_with_categoricals_and_gaps(tmp_path: Path) -> None:
     assert set(ev.metrics) >= {"rmse", "mae", "r2"} and ev.metrics["promoted"] == 1.0
     champ = read_champion(chain.store, "ns", "p")
     assert champ is not None and champ.model == ev.outputs["model"]
-    model = load_model(chain.store.local_path("ns/p/r/train/model.skops", tmp_path))
+    model = load_model(chain.store.local_path("ns/p/r/train/model.skops", tmp_path), champ.model.sha256)
     assert [name for name, _ in model.steps] == ["preprocess", "model"]
 
 
@@ -184,7 +186,56 @@ def test_model_loading_refuses_untrusted_types(tmp_path: Path) -> None:
     path = tmp_path / "evil.skops"
     save_model(make_pipeline(FunctionTransformer(os.system)), path)
     with pytest.raises(UntrustedModel, match=r"posix\.system|os\.system"):
-        load_model(path)
+        load_model(path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _gadget_champion(tmp_path: Path, gadget: str) -> tuple[Chain, str]:
+    """A classification chain up to train, and a champion.json pointing at a refused file."""
+    chain = Chain(tmp_path)
+    chain.run("ingest", "ingest", {"source": "sklearn://iris"}, [])
+    chain.run("transform", "transform", {}, ["ingest"])
+    chain.run("train", "train", {"estimator": "sklearn.tree.DecisionTreeClassifier"}, ["transform"])
+    chain.run("evaluate", "evaluate", {"gate": {"metric": "accuracy", "min": 0.1}}, ["train"])
+    champ = read_champion(chain.store, "ns", "p")
+    assert champ is not None
+    # the champion: an earlier run's model (this run's own model stays intact)
+    source = tmp_path / "store/ns/p/r/train/model.skops"
+    old = chain.store.write_file("ns/p/old/train/model.skops", source, "application/x-skops")
+    path = tmp_path / "store/ns/p/old/train/model.skops"
+    if gadget == "digest-mismatch":
+        path.write_bytes(path.read_bytes() + b"\0")
+        expected = old.sha256
+    else:
+        expected = write_gadget(gadget, path)
+        # the attacker rewrites the digest too: only the type check stands in the way
+        old = old.model_copy(update={"sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    write_champion(chain.store, "ns", "p", champ.model_copy(update={"model": old, "run": "old"}))
+    return chain, expected
+
+
+@pytest.mark.parametrize("gadget", [*sorted(GADGETS), "digest-mismatch"])
+def test_evaluate_refuses_a_gadget_champion(tmp_path: Path, gadget: str) -> None:
+    chain, expected = _gadget_champion(tmp_path, gadget)
+    with pytest.raises(StageError) as err:
+        chain.run(
+            "evaluate2",
+            "evaluate",
+            {"gate": {"metric": "accuracy", "min": 0.1}, "compareTo": "champion"},
+            ["train"],
+        )
+    text = str(err.value)
+    assert "the champion" in text and "was refused" in text and "model.skops" in text and expected in text
+
+
+def test_evaluate_refuses_a_tampered_model_input(tmp_path: Path) -> None:
+    chain = Chain(tmp_path)
+    chain.run("ingest", "ingest", {"source": "sklearn://iris"}, [])
+    chain.run("transform", "transform", {}, ["ingest"])
+    chain.run("train", "train", {"estimator": "sklearn.tree.DecisionTreeClassifier"}, ["transform"])
+    path = tmp_path / "store" / "ns" / "p" / "r" / "train" / "model.skops"
+    write_gadget("numpy-function", path)
+    with pytest.raises(StageError, match=r"model\.skops: its SHA-256 is .* expected"):
+        chain.run("evaluate", "evaluate", {}, ["train"])
 
 
 def test_context_input_errors_name_what_is_available(tmp_path: Path) -> None:
