@@ -280,6 +280,15 @@ def _add_serve_command(add: AddCommand) -> None:
     p.add_argument("--max-rows", type=int, default=1000, help="rows per request")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument(
+        "--body-timeout", type=float, default=10.0, help="seconds to receive a request body, else 408"
+    )
+    p.add_argument(
+        "--window-max-bytes",
+        type=int,
+        default=32 << 20,
+        help="bytes the drift window may take (caps --window)",
+    )
+    p.add_argument(
         "--batching",
         action=argparse.BooleanOptionalAction,
         default=True,

@@ -149,10 +149,12 @@ def _serve(model: object, args: argparse.Namespace, reuse_port: bool) -> None:
         window=args.window,
         min_samples=args.min_samples,
         method=args.drift_method,
+        max_bytes=args.window_max_bytes,
     )
     options = ServeOptions(
         max_rows=args.max_rows,
         max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
         drift_interval=args.drift_interval,
         batching=args.batching,
         max_batch_size=args.max_batch_size,

@@ -54,3 +54,5 @@ def print_summary(console: Console, record: RunRecord) -> None:
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.metrics.items()))
         verdict = "[green]promoted[/]" if m.promoted else "[yellow]not promoted[/]"
         console.print(f"model: {m.uri}\n  sha256 {m.sha256}\n  {metrics}\n  gate: {m.decision} -> {verdict}")
+        onnx = any("onnx" in outputs for outputs in record.artifacts.values())
+        console.print(f"  served by: {'onnx (onnxruntime; parity held)' if onnx else 'skops (scikit-learn)'}")

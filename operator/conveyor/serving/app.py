@@ -25,6 +25,7 @@ from conveyor.serving.model import BadInput, ServedModel
 from conveyor.serving.monitor import (
     BATCH_SIZE,
     LATENCY,
+    MODEL_BACKEND,
     PREDICTIONS,
     REQUESTS,
     DriftMonitor,
@@ -59,6 +60,7 @@ class ServeOptions:
     batching: bool = True
     max_batch_size: int = 32
     max_latency_ms: float = 0.0  # 0: take what queued while the model was busy, never wait
+    body_timeout: float = 10.0  # seconds to receive a whole request body, else 408
 
 
 class Batcher:
@@ -164,6 +166,7 @@ class InferenceServer:
         tasks = [asyncio.create_task(self._drift_loop())]
         if self.batcher is not None:
             tasks.append(asyncio.create_task(self.batcher.run()))
+        MODEL_BACKEND.labels(self.model.name, self.model.version, self.model.backend).set(1)
         self.ready = True
         yield
         self.ready = False
@@ -204,6 +207,14 @@ class InferenceServer:
         if isinstance(err, web.HTTPRequestEntityTooLarge):
             limit = self.options.max_body_bytes
             return _json_error(f"the body is over {limit} bytes; send fewer rows per request", 413)
+        if isinstance(err, web.HTTPRequestTimeout):
+            response = _json_error(
+                f"the request body did not arrive within {self.options.body_timeout:g} s; "
+                "send the whole body at once, or fewer rows per request",
+                408,
+            )
+            response.force_close()  # the rest of the body may never come: do not wait for it
+            return response
         if isinstance(err, web.HTTPMethodNotAllowed):
             allow = ", ".join(sorted(err.allowed_methods))
             message = f"{request.method} is not allowed on {request.path}; use {allow}"
@@ -267,7 +278,7 @@ class InferenceServer:
                     for f in m.features
                 ],
                 "outputs": [{"name": OUTPUT, "datatype": self.output_datatype, "shape": [-1]}],
-                "parameters": {"task": m.task, "sha256": m.sha256},
+                "parameters": {"task": m.task, "sha256": m.sha256, "backend": m.backend},
             }
         )
 
@@ -284,7 +295,12 @@ class InferenceServer:
                 "with tritonclient, set_data_from_numpy(..., binary_data=False) and "
                 "InferRequestedOutput(..., binary_data=False)"
             )
-        return decode_json(await request.read())
+        try:
+            async with asyncio.timeout(self.options.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout() from None
+        return decode_json(body)
 
     async def predict(self, request: web.Request) -> web.Response:
         rows = parse_predict(await self._json(request))

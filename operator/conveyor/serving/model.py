@@ -3,12 +3,20 @@
 A model URI points into a run (`<store>/<ns>/<pipeline>/<run>/<stage>/model.skops`); the run's
 `run.json` (or `outputs.json`, or the pipeline's `champion.json`) records its SHA-256, which is
 checked before the file is loaded. The reference profile comes from the same run.
+
+When the stage that wrote the model also stored `model.onnx` (the train stage does when the
+ONNX graph predicts what the pipeline predicts, see `stages/export.py`), predictions come from
+onnxruntime (`backend == "onnx"`): no Python from a file runs, and one row costs ~0.06 ms instead
+of ~4 ms. Its SHA-256 is checked like the model's; a file that does not match is refused. The
+skops model is still loaded, for the features, classes and task, and serves when there is no
+usable ONNX file (`backend == "skops"`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +25,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from conveyor.artifacts import layout
+from conveyor.artifacts import layout, onnxfile
 from conveyor.artifacts.layout import ArtifactPath
 from conveyor.artifacts.models import DigestMismatch, load_model
 from conveyor.artifacts.store import Store, StoreError, open_location, open_store, sha256_file
 from conveyor.artifacts.uri import StoreURI
 from conveyor.engine.invocation import ArtifactRef
 from conveyor.errors import ConveyorError, UserError
+
+log = logging.getLogger(__name__)
 
 
 class ModelError(ConveyorError, RuntimeError):
@@ -41,6 +51,23 @@ class Resolved:
     profile: ArtifactRef | None
     name: str
     version: str
+    onnx: ArtifactRef | None = None
+
+
+def onnx_beside(store: Store, model: ArtifactRef) -> ArtifactRef | None:
+    """The `model.onnx` the stage that wrote `model` stored with it, as its outputs.json records
+    it (also when a later run reused that stage from the cache), or None."""
+    try:
+        prefix = store.key(model.uri).rpartition("/")[0]
+    except StoreError:
+        return None
+    result = layout.read_result(store, prefix)
+    if result is None:
+        return None
+    own = result.outputs.get("model")
+    if own is None or (own.uri, own.sha256) != (model.uri, model.sha256):
+        return None
+    return result.outputs.get(onnxfile.OUTPUT_NAME)
 
 
 def _locate(uri: str) -> tuple[Store, ArtifactPath]:
@@ -78,7 +105,7 @@ def resolve_uri(uri: str, reference: str | None = None) -> Resolved:
         )
     if reference:
         profile = _ref_for(reference)
-    return Resolved(store, recorded, profile, run.pipeline, run.run)
+    return Resolved(store, recorded, profile, run.pipeline, run.run, onnx_beside(store, recorded))
 
 
 def resolve_champion(pipeline: str, store_uri: str, namespace: str = "default") -> Resolved:
@@ -89,7 +116,9 @@ def resolve_champion(pipeline: str, store_uri: str, namespace: str = "default") 
             f"pipeline {pipeline!r} has no promoted model in {store_uri} "
             f"(namespace {namespace}); run it until a model passes its gate"
         )
-    return Resolved(store, champion.model, champion.profile, pipeline, champion.run)
+    return Resolved(
+        store, champion.model, champion.profile, pipeline, champion.run, onnx_beside(store, champion.model)
+    )
 
 
 def _ref_for(uri: str) -> ArtifactRef:
@@ -99,6 +128,56 @@ def _ref_for(uri: str) -> ArtifactRef:
     store, where = _locate(uri)
     data = store.read_bytes(where.key)
     return ArtifactRef(uri=uri, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+
+def _fetch(resolved: Resolved, ref: ArtifactRef, tmp: str) -> Path:
+    try:
+        return resolved.store.local_path(resolved.store.key(ref.uri), Path(tmp))
+    except StoreError as err:
+        raise ModelError(str(err)) from None
+
+
+def _load_estimator(resolved: Resolved) -> Any:
+    with tempfile.TemporaryDirectory(prefix="conveyor-serve-") as tmp:
+        path = _fetch(resolved, resolved.model, tmp)
+        try:
+            return load_model(path, resolved.model.sha256)
+        except DigestMismatch as err:
+            raise ModelError(
+                f"refusing to serve {resolved.model.uri}: its SHA-256 is {err.actual}, "
+                f"the run recorded {err.expected} (the file was changed)"
+            ) from None
+        except ValueError as err:
+            raise ModelError(f"refusing to load {resolved.model.uri}: {err}") from None
+
+
+def _load_onnx(resolved: Resolved, features: list[str], numeric: set[str]) -> tuple[Any, list[str]] | None:
+    """The onnxruntime session and its input names for the model's `model.onnx`, or None (logged)
+    when there is none or it was exported for other features. A changed file is refused."""
+    ref = resolved.onnx
+    if ref is None:
+        return None
+    meta = ref.meta
+    if meta.get("features") != features or set(meta.get("numeric", [])) != numeric:
+        log.warning("not serving %s: it was exported for other features; using skops", ref.uri)
+        return None
+    with tempfile.TemporaryDirectory(prefix="conveyor-serve-") as tmp:
+        path = _fetch(resolved, ref, tmp)
+        try:
+            session = onnxfile.load_session(path, ref.sha256)
+        except DigestMismatch as err:
+            raise ModelError(
+                f"refusing to serve {ref.uri}: its SHA-256 is {err.actual}, "
+                f"the run recorded {err.expected} (the file was changed)"
+            ) from None
+        except Exception as err:  # onnxruntime's own errors: serve the skops model instead
+            log.warning("onnxruntime cannot load %s (%s); using skops", ref.uri, err)
+            return None
+    inputs = [i.name for i in session.get_inputs()]
+    if inputs != meta.get("inputs") or len(inputs) != len(features):
+        log.warning("not serving %s: its inputs are not the recorded ones; using skops", ref.uri)
+        return None
+    return session, inputs
 
 
 @dataclass
@@ -112,23 +191,21 @@ class ServedModel:
     profile: dict[str, Any] | None
     sha256: str
     classes: list[Any] = field(default_factory=list)
+    session: Any = None  # an onnxruntime InferenceSession when backend == "onnx"
+    inputs: list[str] = field(default_factory=list)  # the session's input names, in feature order
+    labels: dict[Any, Any] = field(init=False, default_factory=dict)  # ONNX label -> class
+
+    def __post_init__(self) -> None:
+        self.labels = {_plain(c): _plain(c) for c in self.classes}
+
+    @property
+    def backend(self) -> str:
+        """What computes the predictions: "onnx" (onnxruntime) or "skops" (scikit-learn)."""
+        return "skops" if self.session is None else "onnx"
 
     @classmethod
     def load(cls, resolved: Resolved) -> ServedModel:
-        with tempfile.TemporaryDirectory(prefix="conveyor-serve-") as tmp:
-            try:
-                path = resolved.store.local_path(resolved.store.key(resolved.model.uri), Path(tmp))
-            except StoreError as err:
-                raise ModelError(str(err)) from None
-            try:
-                estimator = load_model(path, resolved.model.sha256)
-            except DigestMismatch as err:
-                raise ModelError(
-                    f"refusing to serve {resolved.model.uri}: its SHA-256 is {err.actual}, "
-                    f"the run recorded {err.expected} (the file was changed)"
-                ) from None
-            except ValueError as err:
-                raise ModelError(f"refusing to load {resolved.model.uri}: {err}") from None
+        estimator = _load_estimator(resolved)
         profile = None
         if resolved.profile is not None:
             profile = json.loads(resolved.store.read_bytes(resolved.store.key(resolved.profile.uri)))
@@ -145,6 +222,8 @@ class ServedModel:
             "classification" if hasattr(estimator, "classes_") else "regression"
         )
         classes = list(getattr(estimator, "classes_", []))
+        onnx = _load_onnx(resolved, features, numeric)
+        session, inputs = onnx if onnx is not None else (None, [])
         return cls(
             resolved.name,
             resolved.version,
@@ -155,6 +234,8 @@ class ServedModel:
             profile,
             resolved.model.sha256,
             classes,
+            session,
+            inputs,
         )
 
     def validate(self, rows: list[dict[str, Any]]) -> None:
@@ -184,5 +265,19 @@ class ServedModel:
 
     def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
         """Predictions for validated rows (runs in the worker thread, frame included)."""
+        if self.session is not None:
+            return self._predict_onnx(rows)
         out = self.estimator.predict(self.frame(rows))
         return [v.item() if hasattr(v, "item") else v for v in out]
+
+    def _predict_onnx(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """The first output of the ONNX graph: labels (classifiers, mapped back to the classes
+        the pipeline has) or values (regressors), as plain Python values."""
+        feeds = onnxfile.feeds(self.inputs, self.features, self.numeric, rows)
+        first = self.session.get_outputs()[0].name
+        out = [_plain(v) for v in self.session.run([first], feeds)[0].ravel()]
+        return [self.labels.get(v, v) for v in out] if self.labels else out
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v

@@ -1,15 +1,21 @@
 """Metrics, defined once, and the drift monitor: a sliding window of recent inputs and
-predictions, compared with the reference profile periodically, off the request path."""
+predictions, compared with the reference profile periodically, off the request path.
+
+The window keeps only the features the reference profile has, encoded as the statistics need
+them (`drift.encode`: float64, or a small category code), in one fixed numpy ring buffer per
+feature: its size is set when the server starts and no request can grow it, whatever the
+values it sends. A byte bound caps the rows a large `window` would otherwise allocate."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import deque
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from conveyor.serving.drift import feature_drift
+from conveyor.serving.drift import encode, encoded_drift, window_dtype
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -40,6 +46,12 @@ DRIFT_SCORE = Gauge(
     ["model", "version"],
     registry=REGISTRY,
 )
+MODEL_BACKEND = Gauge(
+    "conveyor_model_backend",
+    "What computes predictions: onnx (onnxruntime) or skops (scikit-learn); 1 = in use.",
+    ["model", "version", "backend"],
+    registry=REGISTRY,
+)
 WINDOW_SIZE = Gauge("conveyor_drift_window_size", "Rows in the drift window.", ["model"], registry=REGISTRY)
 BATCH_SIZE = Histogram(
     "conveyor_batch_size",
@@ -50,8 +62,60 @@ BATCH_SIZE = Histogram(
 )
 
 
+log = logging.getLogger("conveyor.serving")
+PREDICTION = "__prediction__"
+DEFAULT_WINDOW_BYTES = 32 << 20  # 32 MiB: ~130,000 rows of 30 numeric features
+
+
+class DriftWindow:
+    """The last `capacity` rows of each profiled column, one ring buffer per column, written
+    at one shared position. `capacity` is `rows`, or fewer if `rows` would take more than
+    `max_bytes`. The order inside the buffer is not kept: no statistic depends on it."""
+
+    def __init__(self, columns: dict[str, dict[str, Any]], rows: int, max_bytes: int) -> None:
+        self.columns = columns  # name -> profile
+        row_bytes = sum(window_dtype(p).itemsize for p in columns.values())
+        self.capacity = max(0, min(rows, max_bytes // row_bytes if row_bytes else rows))
+        if self.capacity < rows:
+            log.warning(
+                "the drift window keeps %d rows, not %d: %d bytes per row, bounded to %d bytes",
+                self.capacity,
+                rows,
+                row_bytes,
+                max_bytes,
+            )
+        self.arrays = {f: np.empty(self.capacity, window_dtype(p)) for f, p in columns.items()}
+        self.position = 0  # where the next row goes
+        self.size = 0  # rows held, up to capacity
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def encode(self, values: dict[str, list[Any]], rows: int) -> dict[str, np.ndarray]:
+        """Each column's values (`rows` of them) -> what `append` stores: of a batch longer
+        than the window, only its last `capacity` rows."""
+        keep = min(rows, self.capacity)
+        return {name: encode(p, values[name][rows - keep :]) for name, p in self.columns.items()}
+
+    def append(self, encoded: dict[str, np.ndarray], rows: int) -> None:
+        """Store `encode`d columns of a batch of `rows` rows."""
+        keep = min(rows, self.capacity)
+        if keep == 0:
+            return
+        at = (self.position + rows - keep + np.arange(keep)) % self.capacity
+        for name, array in self.arrays.items():
+            array[at] = encoded[name]
+        self.position = (self.position + rows) % self.capacity
+        self.size = min(self.size + rows, self.capacity)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """A copy of the rows held (the first `size` slots: they fill from 0 before wrapping)."""
+        return {name: a[: self.size].copy() for name, a in self.arrays.items()}
+
+
 class DriftMonitor:
-    """Appends are O(1) under a lock; `compute()` runs in a background thread."""
+    """Appends are O(rows) array writes under a lock; `compute()` runs in a background thread."""
 
     def __init__(
         self,
@@ -61,12 +125,15 @@ class DriftMonitor:
         window: int = 1000,
         min_samples: int = 100,
         method: str = "psi",
+        max_bytes: int = DEFAULT_WINDOW_BYTES,
     ) -> None:
         self.model, self.version = model, version
         self.profile = profile or {}
         self.features = list(self.profile.get("features", {}))
-        self.window: dict[str, deque[Any]] = {f: deque(maxlen=window) for f in self.features}
-        self.predictions: deque[Any] = deque(maxlen=window)
+        columns = dict(self.profile.get("features", {}))
+        if self.profile.get("prediction"):
+            columns[PREDICTION] = self.profile["prediction"]
+        self.window = DriftWindow(columns, window, max_bytes)
         self.min_samples = min_samples
         self.method = method
         self.lock = threading.Lock()
@@ -74,30 +141,27 @@ class DriftMonitor:
         self.last: dict[str, dict[str, float]] = {}
 
     def observe(self, rows: list[dict[str, Any]], predictions: list[Any]) -> None:
+        values = {f: [row.get(f) for row in rows] for f in self.features}
+        values[PREDICTION] = predictions
+        encoded = self.window.encode(values, len(rows))  # outside the lock: compute() may hold it
         with self.lock:
-            for row in rows:
-                for f in self.features:
-                    self.window[f].append(row.get(f))
-            self.predictions.extend(predictions)
+            self.window.append(encoded, len(rows))
             self.seen += len(rows)
 
     def compute(self) -> float | None:
         """Update the gauges; the drift score, or None below `min_samples`."""
         with self.lock:
-            snapshot = {f: list(v) for f, v in self.window.items()}
-            preds = list(self.predictions)
-        size = len(preds)
+            snapshot = self.window.snapshot()
+            size = self.window.size
         WINDOW_SIZE.labels(self.model).set(size)
         if size < self.min_samples or not self.features:
             return None
-        stats = {f: feature_drift(self.profile["features"][f], values) for f, values in snapshot.items()}
-        if self.profile.get("prediction"):
-            stats["__prediction__"] = feature_drift(self.profile["prediction"], preds)
+        stats = {name: encoded_drift(self.window.columns[name], a) for name, a in snapshot.items()}
         for feature, by_method in stats.items():
             for method, value in by_method.items():
                 FEATURE_DRIFT.labels(self.model, self.version, feature, method).set(value)
         score = max(
-            (m.get(self.method, m.get("psi", 0.0)) for f, m in stats.items() if f != "__prediction__"),
+            (m.get(self.method, m.get("psi", 0.0)) for f, m in stats.items() if f != PREDICTION),
             default=0.0,
         )
         DRIFT_SCORE.labels(self.model, self.version).set(score)

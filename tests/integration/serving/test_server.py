@@ -67,6 +67,10 @@ async def test_health_and_metadata(client: TestClient) -> None:
     meta = await (await client.get("/v2/models/breast-cancer")).json()
     assert meta["platform"] == "sklearn" and len(meta["inputs"]) == 30
     assert meta["parameters"]["sha256"] == client.served.sha256  # type: ignore[attr-defined]
+    backend = meta["parameters"]["backend"]
+    assert backend == client.served.backend == "onnx"  # type: ignore[attr-defined]  # parity held at training
+    metrics = await (await client.get("/metrics")).text()
+    assert 'conveyor_model_backend{backend="onnx",model="breast-cancer"' in metrics
     resp = await client.get("/v2/models/nope")
     assert resp.status == 404 and "serves 'breast-cancer'" in (await resp.json())["error"]
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from conveyor.serving.drift import categorical_chi2, categorical_psi, feature_drift, numeric_ks, numeric_psi
+from conveyor.serving.drift import (
+    _psi,
+    categorical_chi2,
+    categorical_psi,
+    feature_drift,
+    numeric_ks,
+    numeric_psi,
+)
 from conveyor.stages.profile import categorical_profile, numeric_profile
 
 RNG = np.random.default_rng(0)
@@ -49,3 +58,35 @@ def test_categorical() -> None:
 def test_feature_drift_ignores_missing_values() -> None:
     out = feature_drift(PROFILE, [*RNG.normal(10, 2, 500).tolist(), None, None])
     assert set(out) == {"psi", "ks"} and out["psi"] < 0.1
+
+
+def _categorical_reference(profile: dict[str, Any], values: list[Any]) -> tuple[float, float]:
+    """The statistics as computed before the window stored category codes (from lists)."""
+    ref_freq: dict[str, float] = profile["frequencies"]
+    cats = [*ref_freq, "__other__"]
+    counts = dict.fromkeys(cats, 0)
+    seen = [str(v) for v in values if v is not None]
+    for key in seen:
+        counts[key if key in ref_freq else "__other__"] += 1
+    total = len(seen)
+    ref = np.array([ref_freq.get(c, 0.0) for c in cats])
+    cur = np.array([counts[c] / total for c in cats])
+    observed = np.array([seen.count(c) for c in ref_freq], dtype=float)
+    expected = np.clip(np.array(list(ref_freq.values())) * total, 1e-4, None)
+    return _psi(ref, cur), float(np.sum((observed - expected) ** 2 / expected))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", "b", "c", None, "d", 1, 2.5, True],
+        [1, 2, 2, 3, None, "1"],
+        ["b"] * 7 + [None] * 3,
+    ],
+    ids=["mixed", "numbers-as-categories", "one-category"],
+)
+def test_category_codes_keep_the_statistics(values: list[Any]) -> None:
+    profile = categorical_profile(pd.Series(["a", "b", "b", "c", "1", "2", "True", "2.5"]))
+    psi, chi2 = _categorical_reference(profile, values)
+    assert categorical_psi(profile, values) == psi
+    assert categorical_chi2(profile, values) == chi2

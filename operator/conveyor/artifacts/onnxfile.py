@@ -1,0 +1,65 @@
+"""ONNX model files: a fitted pipeline's code-free twin, run by onnxruntime.
+
+The train stage writes `model.onnx` beside `model.skops` only when the two predict alike (see
+`stages/export.py`); the server prefers it. Loading one executes no Python from the file: it is
+a graph of ONNX operators. Like `models.load_model`, `load_session` checks the SHA-256 the
+caller's records give before it parses a byte, and parses the very bytes it hashed.
+
+Both the export's parity check and the server build their inputs with `feeds`, so what was
+checked is what is served: one `[n, 1]` input per feature, in the pipeline's feature order,
+float32 for numeric features (the ONNX-ML Imputer has no double kernel), strings otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conveyor.artifacts.models import DigestMismatch
+
+MEDIA_TYPE = "application/onnx"
+OUTPUT_NAME = "onnx"  # the train stage's output holding model.onnx
+FILENAME = "model.onnx"
+
+
+def session(data: bytes) -> Any:
+    """An onnxruntime session for a serialised model: CPU only, one thread, so that concurrent
+    requests do not oversubscribe the cores the server's worker threads already use."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def load_session(path: Path, sha256: str) -> Any:
+    """The session for the ONNX file at `path`, whose recorded SHA-256 is `sha256`."""
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise DigestMismatch(path, sha256, actual)
+    return session(data)
+
+
+def _number(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def feeds(
+    inputs: Sequence[str], features: Sequence[str], numeric: set[str], rows: Sequence[dict[str, Any]]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The session inputs (named `inputs`, one per feature in order) for validated rows."""
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for name, f in zip(inputs, features, strict=True):
+        if f in numeric:
+            out[name] = np.array([_number(r[f]) for r in rows], dtype=np.float32).reshape(-1, 1)
+        else:
+            values = ["" if r[f] is None else str(r[f]) for r in rows]
+            out[name] = np.array(values, dtype=object).reshape(-1, 1)
+    return out

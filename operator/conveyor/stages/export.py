@@ -1,0 +1,135 @@
+"""The train stage's ONNX export: the fitted pipeline converted by skl2onnx, kept only if it
+predicts what the pipeline predicts.
+
+Parity is checked on held-out rows (the test split the train stage hands on; the training rows
+only when that split is empty), fed exactly as the server feeds them (`artifacts.onnxfile.feeds`):
+classifiers must give identical labels, and probabilities (or regression outputs) may differ by
+at most `TOLERANCE` in absolute value (ONNX computes in float32). When it holds, `model.onnx` is
+written as the output `onnx` (its SHA-256 recorded like every output) with the parity result in
+its metadata; otherwise nothing extra is stored and the reason goes to the stage's log. Either
+way the metrics say what happened (`onnx_exported`, `onnx_parity`, `onnx_max_abs_diff`), and
+the stage never fails because of the export.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from conveyor.artifacts.onnxfile import FILENAME, MEDIA_TYPE, OUTPUT_NAME, feeds, session
+from conveyor.stages.context import StageContext
+
+TOLERANCE = 1e-4
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class Parity:
+    held: bool
+    rows: int
+    data: str  # which rows were compared: "test" or "train"
+    max_abs_diff: float
+    tolerance: float = TOLERANCE
+    reason: str = ""
+
+
+def numeric_features(x: pd.DataFrame) -> list[str]:
+    """The columns fed as float32 (as the transform stage splits them: numbers, not booleans)."""
+    return [
+        c
+        for c in x.columns
+        if pd.api.types.is_numeric_dtype(x[c]) and not pd.api.types.is_bool_dtype(x[c])
+    ]
+
+
+def convert(model: Any, x: pd.DataFrame, numeric: list[str]) -> bytes:
+    """The serialised ONNX graph of a fitted pipeline taking the columns of `x` (skl2onnx's
+    errors propagate: it raises many types for what it cannot convert)."""
+    from skl2onnx import to_onnx
+
+    sample = x.iloc[:1].copy()
+    for c in sample.columns:
+        sample[c] = sample[c].astype(np.float32 if c in numeric else object)
+    options = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else None
+    return bytes(to_onnx(model, sample, target_opset=OPSET, options=options).SerializeToString())
+
+
+def _plain(values: Any) -> list[Any]:
+    return [v.item() if hasattr(v, "item") else v for v in np.asarray(values).ravel()]
+
+
+def _max_diff(got: Any, want: Any) -> float:
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.size != want.size:
+        return float("inf")
+    return float(np.max(np.abs(got.reshape(want.shape) - want), initial=0.0))
+
+
+def check_parity(model: Any, data: bytes, x: pd.DataFrame, numeric: list[str], which: str) -> Parity:
+    """Compare the ONNX model `data` with the fitted `model` on the rows of `x`."""
+    sess = session(data)
+    inputs = [i.name for i in sess.get_inputs()]
+    features = list(x.columns)
+    if len(inputs) != len(features):
+        reason = f"the ONNX graph has {len(inputs)} input(s) for {len(features)} feature(s)"
+        return Parity(False, len(x), which, float("inf"), reason=reason)
+    out = sess.run(None, feeds(inputs, features, set(numeric), x.to_dict("records")))
+    if hasattr(model, "classes_"):
+        got, want = _plain(out[0]), _plain(model.predict(x))
+        wrong = sum(g != w for g, w in zip(got, want, strict=True)) if len(got) == len(want) else len(x)
+        diff = 0.0
+        if hasattr(model, "predict_proba") and len(out) > 1:
+            diff = _max_diff(out[1], model.predict_proba(x))
+        if wrong:
+            return Parity(False, len(x), which, diff, reason=f"{wrong} of {len(x)} labels differ")
+    else:
+        diff = _max_diff(out[0], model.predict(x))
+    if not diff <= TOLERANCE:  # also false for NaN
+        reason = f"outputs differ by up to {diff:.3g}, more than the tolerance {TOLERANCE:g}"
+        return Parity(False, len(x), which, diff, reason=reason)
+    return Parity(True, len(x), which, diff)
+
+
+def _skip(ctx: StageContext, reason: str) -> None:
+    ctx.metric("onnx_exported", 0.0)
+    print(f"model.onnx not stored, the server will use model.skops: {reason}", file=sys.stderr)
+
+
+def export_onnx(ctx: StageContext, model: Any, test: pd.DataFrame, train: pd.DataFrame) -> None:
+    """Store `model.onnx` beside the skops model when it converts and parity holds on `test`
+    (on `train` if `test` has no rows); otherwise say why. Never raises for the export."""
+    which, x = ("test", test) if len(test) else ("train", train)
+    numeric = numeric_features(x)
+    try:
+        data = convert(model, x, numeric)
+    except Exception as err:  # any converter failure means "serve skops"
+        return _skip(ctx, f"skl2onnx cannot convert this pipeline: {type(err).__name__}: {err}")
+    try:
+        parity = check_parity(model, data, x, numeric, which)
+    except Exception as err:  # a graph onnxruntime cannot run is not served
+        return _skip(ctx, f"onnxruntime cannot run the converted model: {type(err).__name__}: {err}")
+    ctx.metric("onnx_parity", float(parity.held))
+    ctx.metric("onnx_max_abs_diff", parity.max_abs_diff)
+    if not parity.held:
+        return _skip(ctx, f"no parity on the {which} rows: {parity.reason}")
+    path = ctx.out_path(FILENAME)
+    path.write_bytes(data)
+    inputs = [i.name for i in session(data).get_inputs()]
+    classes = _plain(model.classes_) if hasattr(model, "classes_") else []
+    ctx.write(
+        OUTPUT_NAME,
+        path,
+        MEDIA_TYPE,
+        features=list(x.columns),
+        numeric=numeric,
+        inputs=inputs,
+        classes=classes,
+        opset=OPSET,
+        parity=asdict(parity),
+    )
+    ctx.metric("onnx_exported", 1.0)
+    return None

@@ -1,0 +1,103 @@
+"""The drift window: fixed numpy ring buffers, bounded in bytes, with the same statistics as
+the values it replaced."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conveyor.serving.drift import feature_drift
+from conveyor.serving.monitor import PREDICTION, DriftMonitor
+from conveyor.stages.profile import categorical_profile, numeric_profile
+
+RNG = np.random.default_rng(1)
+PROFILE: dict[str, Any] = {
+    "features": {
+        "x": numeric_profile(RNG.normal(0, 1, 2000), bins=10),
+        "y": numeric_profile(RNG.normal(5, 2, 2000), bins=10),
+        "colour": categorical_profile(pd.Series(["red"] * 50 + ["green"] * 30 + ["blue"] * 20)),
+    },
+    "prediction": categorical_profile(pd.Series([0] * 60 + [1] * 40)),
+}
+ROW_BYTES = 8 + 8 + 1 + 1  # two float64, two int8 codes
+
+
+def rows(n: int, colour: str | None = None) -> list[dict[str, Any]]:
+    colours = ["red", "green", "blue", "purple", None]
+    return [
+        {
+            "x": float(RNG.normal(0.3, 1)),
+            "y": None if i % 17 == 0 else float(RNG.normal(5, 2)),
+            "colour": colour if colour is not None else colours[int(RNG.integers(0, 5))],
+        }
+        for i in range(n)
+    ]
+
+
+def test_window_bytes_are_fixed_whatever_the_values() -> None:
+    monitor = DriftMonitor("m", "1", PROFILE, window=1000)
+    assert monitor.window.nbytes == 1000 * ROW_BYTES
+    huge = "z" * 100_000  # a categorical value of 100 kB is stored as one byte
+    for _ in range(50):
+        batch = rows(100, colour=huge)
+        monitor.observe(batch, [0] * len(batch))
+    assert monitor.window.nbytes == 1000 * ROW_BYTES
+    assert monitor.window.size == 1000 and monitor.seen == 5000
+
+
+@pytest.mark.parametrize(
+    ("window", "max_bytes", "capacity"),
+    [
+        (1000, 1 << 20, 1000),
+        (10**9, 1 << 20, (1 << 20) // ROW_BYTES),
+        (1000, 10 * ROW_BYTES, 10),
+        (1000, ROW_BYTES - 1, 0),
+    ],
+    ids=["under-the-bound", "huge-window-bounded", "small-bound", "bound-below-one-row"],
+)
+def test_byte_bound_caps_the_rows(window: int, max_bytes: int, capacity: int) -> None:
+    monitor = DriftMonitor("m", "1", PROFILE, window=window, max_bytes=max_bytes)
+    assert monitor.window.capacity == capacity
+    assert monitor.window.nbytes == capacity * ROW_BYTES <= max_bytes
+    batch = rows(30)
+    monitor.observe(batch, [1] * 30)  # never fails, even with no room
+    assert monitor.window.size == min(30, capacity)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 250, 1000, 2500], ids=lambda b: f"batch-{b}")
+def test_statistics_equal_those_of_the_last_rows(batch: int) -> None:
+    """The window's statistics equal those of the last `window` values kept as a list."""
+    window = 1000
+    monitor = DriftMonitor("m", "1", PROFILE, window=window, min_samples=10)
+    kept: dict[str, deque[Any]] = {f: deque(maxlen=window) for f in [*PROFILE["features"], PREDICTION]}
+    for _ in range(3000 // batch + 1):
+        part = rows(batch)
+        preds = [int(RNG.integers(0, 3)) for _ in part]  # 2 is a class the profile never saw
+        monitor.observe(part, preds)
+        for f in PROFILE["features"]:
+            kept[f].extend(r[f] for r in part)
+        kept[PREDICTION].extend(preds)
+    assert monitor.compute() is not None
+    profiles = {**PROFILE["features"], PREDICTION: PROFILE["prediction"]}
+    expected = {f: feature_drift(profiles[f], list(values)) for f, values in kept.items()}
+    assert monitor.last.keys() == expected.keys()
+    for f, stats in expected.items():
+        assert monitor.last[f] == pytest.approx(stats, rel=1e-12, abs=1e-12), f
+
+
+def test_unrepresentable_numbers_are_missing() -> None:
+    monitor = DriftMonitor("m", "1", PROFILE, window=10, min_samples=1)
+    monitor.observe([{"x": 10**400, "y": "not a number", "colour": ["a", "list"]}], [0])
+    assert np.isnan(monitor.window.arrays["x"][0]) and np.isnan(monitor.window.arrays["y"][0])
+    assert monitor.compute() is not None
+
+
+def test_no_profile_counts_rows_only() -> None:
+    monitor = DriftMonitor("m", "1", None, window=5)
+    monitor.observe(rows(8), [0] * 8)
+    assert monitor.window.nbytes == 0 and monitor.window.size == 5
+    assert monitor.compute() is None

@@ -1,0 +1,90 @@
+"""The train stage's ONNX export: stored only with parity, skipped (never failed) otherwise, and
+a changed `model.onnx` refused by its recorded digest."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conveyor.artifacts import onnxfile
+from conveyor.artifacts.models import DigestMismatch
+from conveyor.stages import export
+from tests.unit.stages.test_stages import Chain, csv_with_gaps
+
+LOGREG = {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 2000}}
+
+
+def breast_cancer(tmp_path: Path) -> Chain:
+    chain = Chain(tmp_path)
+    chain.run("ingest", "ingest", {"source": "sklearn://breast_cancer", "target": "target"}, [])
+    chain.run("transform", "transform", {"testSize": 0.25, "randomState": 7}, ["ingest"])
+    return chain
+
+
+def test_breast_cancer_model_exported_with_parity_on_the_test_split(tmp_path: Path) -> None:
+    chain = breast_cancer(tmp_path)
+    res = chain.run("train", "train", LOGREG, ["transform"])
+    onnx = res.outputs[onnxfile.OUTPUT_NAME]
+    assert res.metrics["onnx_exported"] == 1.0
+    assert res.metrics["onnx_parity"] == 1.0
+    assert res.metrics["onnx_max_abs_diff"] <= export.TOLERANCE
+    parity = onnx.meta["parity"]
+    assert (parity["held"], parity["data"], parity["rows"]) == (True, "test", 143)
+    assert onnx.media_type == onnxfile.MEDIA_TYPE
+    assert onnx.uri.endswith("/ns/p/r/train/model.onnx")
+    data = Path(onnx.uri.removeprefix("file://")).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == onnx.sha256
+    assert onnx.meta["features"] == res.outputs["model"].meta["features"]
+    assert onnx.meta["inputs"][0] == "mean_radius"  # sanitised by skl2onnx, in column order
+    assert onnx.meta["classes"] == [0, 1]
+
+
+def test_no_parity_stores_nothing_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chain = breast_cancer(tmp_path)
+    monkeypatch.setattr(export, "TOLERANCE", 0.0)  # float32 probabilities never match exactly
+    res = chain.run("train", "train", LOGREG, ["transform"])
+    assert onnxfile.OUTPUT_NAME not in res.outputs
+    assert (res.metrics["onnx_exported"], res.metrics["onnx_parity"]) == (0.0, 0.0)
+    assert "no parity on the test rows: outputs differ by up to" in capsys.readouterr().err
+    assert not (Path(res.outputs["model"].uri.removeprefix("file://")).parent / "model.onnx").exists()
+
+
+def test_unconvertible_model_is_skipped_with_a_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The transform stage imputes categorical columns with missing_values=NaN, which
+    # skl2onnx cannot convert for strings: the stage must still succeed, on skops alone.
+    chain = Chain(tmp_path)
+    chain.run("ingest", "ingest", {"source": str(csv_with_gaps(tmp_path)), "target": "price"}, [])
+    chain.run("transform", "transform", {}, ["ingest"])
+    res = chain.run("train", "train", {"estimator": "sklearn.linear_model.Ridge"}, ["transform"])
+    assert "model" in res.outputs
+    assert onnxfile.OUTPUT_NAME not in res.outputs
+    assert res.metrics["onnx_exported"] == 0.0
+    assert "onnx_parity" not in res.metrics
+    assert "skl2onnx cannot convert this pipeline" in capsys.readouterr().err
+
+
+def test_tampered_onnx_file_refused(tmp_path: Path) -> None:
+    chain = breast_cancer(tmp_path)
+    onnx = chain.run("train", "train", LOGREG, ["transform"]).outputs[onnxfile.OUTPUT_NAME]
+    path = Path(onnx.uri.removeprefix("file://"))
+    onnxfile.load_session(path, onnx.sha256)  # the recorded file loads
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(DigestMismatch, match=r"model\.onnx: its SHA-256 is"):
+        onnxfile.load_session(path, onnx.sha256)
+
+
+def test_feeds_are_float32_columns_in_feature_order() -> None:
+    rows: list[dict[str, Any]] = [{"a": 1, "b": None, "c": "x"}, {"a": 2.5, "b": 3.0, "c": None}]
+    feeds = onnxfile.feeds(["in_a", "in_b", "in_c"], ["a", "b", "c"], {"a", "b"}, rows)
+    assert list(feeds) == ["in_a", "in_b", "in_c"]
+    assert feeds["in_a"].dtype == np.float32 and feeds["in_a"].shape == (2, 1)
+    assert np.isnan(feeds["in_b"][0, 0]) and feeds["in_b"][1, 0] == 3.0
+    assert feeds["in_c"].ravel().tolist() == ["x", ""]
