@@ -18,7 +18,7 @@ from conveyor.engine.invocation import StageInvocation
 from conveyor.kube import metrics
 from conveyor.kube.client import JOBS, PODS, Body, KubeClient
 from conveyor.kube.manifests import Owner, desired_job, job_name, job_selector
-from conveyor.kube.observe import JobFacts, controller_of, observe_job
+from conveyor.kube.observe import JobFacts, controller_of, job_condition, observe_job
 from conveyor.kube.settings import Settings
 from conveyor.runs.context import RunContext
 
@@ -44,11 +44,7 @@ class JobLauncher:
 
     async def _pods_if_failed(self, job: Body) -> list[Body]:
         """A failed Job's pods say why (termination message, deadline); a running one's don't matter."""
-        failed = any(
-            c.get("type") == "Failed" and c.get("status") == "True"
-            for c in (job.get("status") or {}).get("conditions") or []
-        )
-        if not failed:
+        if job_condition(job, "Failed") is None:
             return []
         labels = {"job-name": job["metadata"]["name"], RUN_UID_LABEL: self.owner.uid}
         return await self.kube.list(PODS, self.owner.namespace, labels)

@@ -38,7 +38,7 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _condition(job: Body, type_: str) -> Body | None:
+def job_condition(job: Body, type_: str) -> Body | None:
     for cond in job.get("status", {}).get("conditions") or []:
         if cond.get("type") == type_ and cond.get("status") == "True":
             return dict(cond)
@@ -78,11 +78,11 @@ def observe_job(job: Body, pods: list[Body], timeout_seconds: int | None) -> Job
     active = int(status.get("active") or 0)
     start = _time(status.get("startTime")) or _time(job.get("metadata", {}).get("creationTimestamp"))
     key = (job.get("metadata", {}).get("annotations") or {}).get(CACHE_KEY_ANNOTATION)
-    complete = _condition(job, "Complete")
+    complete = job_condition(job, "Complete")
     if complete is not None:
         finish = _time(status.get("completionTime")) or _time(complete.get("lastTransitionTime"))
         return JobFacts("Succeeded", failed_runs + succeeded_runs, "", start, finish, key)
-    failed = _condition(job, "Failed")
+    failed = job_condition(job, "Failed")
     if failed is not None:
         reason = failed.get("reason", "")
         if reason == "DeadlineExceeded" or _timed_out(pods):
