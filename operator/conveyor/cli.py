@@ -265,6 +265,13 @@ def _add_serve_command(add: AddCommand) -> None:
     p.add_argument("--pipeline", help="serve this pipeline's current champion (with --store)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"with --pipeline (default: {DEFAULT_STORE})")
     p.add_argument("--namespace", default="default", help="with --pipeline (default: default)")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "onnx", "skops"),
+        default="auto",
+        help="what computes predictions: onnxruntime on the run's model.onnx when it has one "
+        "(auto, onnx) or scikit-learn on model.skops (default: auto)",
+    )
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(

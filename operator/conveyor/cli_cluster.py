@@ -97,13 +97,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if args.model
             else resolve_champion(args.pipeline, args.store, args.namespace)
         )
-        model = ServedModel.load(resolved)
+        model = ServedModel.load(resolved, args.backend)
     except ModelError as err:
         raise CliError(str(err)) from None
     if model.profile is None:
         print("warning: no reference profile: drift is not measured", file=sys.stderr)
     print(
-        f"serving {model.name} (run {model.version}, sha256 {model.sha256[:12]}) on "
+        f"serving {model.name} (run {model.version}, sha256 {model.sha256[:12]}, {model.backend}) on "
         f"http://{args.host}:{args.port} with {args.workers} worker(s)",
         file=sys.stderr,
         flush=True,

@@ -46,7 +46,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Waiter = tuple[list[dict[str, Any]], "asyncio.Future[list[Any]]"]
 log = logging.getLogger("conveyor.serving")
 ROUTES = (
-    "/v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{version}][/ready|/infer], /predict, /metrics"
+    "/v2[/], /v2/health/{live,ready}, /v2/models/{name}[/versions/{version}][/ready|/infer], "
+    "/predict, /metrics"
 )
 BINARY_HEADER = "Inference-Header-Content-Length"
 REQUEST_ID = re.compile(r"[\w.-]{1,64}")
@@ -154,6 +155,7 @@ class InferenceServer:
                 web.get("/healthz", self.live),
                 web.get("/readyz", self.readyz),
                 web.get("/v2", self.server_metadata),
+                web.get("/v2/", self.server_metadata),  # the path in the official OpenAPI file
                 web.post("/predict", self.predict),
                 web.get("/metrics", self.metrics),
             ]

@@ -8,8 +8,10 @@ When the stage that wrote the model also stored `model.onnx` (the train stage do
 ONNX graph predicts what the pipeline predicts, see `stages/export.py`), predictions come from
 onnxruntime (`backend == "onnx"`): no Python from a file runs, and one row costs ~0.06 ms instead
 of ~4 ms. Its SHA-256 is checked like the model's; a file that does not match is refused. The
-skops model is still loaded, for the features, classes and task, and serves when there is no
-usable ONNX file (`backend == "skops"`).
+features, numeric columns, input names and classes come from the ONNX output's recorded
+metadata, so on this path neither the skops file nor scikit-learn, scipy or pandas is loaded
+(start-up and memory are onnxruntime's). The skops model serves when there is no usable ONNX
+file, or when asked for (`backend == "skops"`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from conveyor.artifacts import layout, onnxfile
 from conveyor.artifacts.layout import ArtifactPath
@@ -34,6 +35,7 @@ from conveyor.engine.invocation import ArtifactRef
 from conveyor.errors import ConveyorError, UserError
 
 log = logging.getLogger(__name__)
+BACKENDS = ("auto", "onnx", "skops")
 
 
 class ModelError(ConveyorError, RuntimeError):
@@ -151,7 +153,7 @@ def _load_estimator(resolved: Resolved) -> Any:
             raise ModelError(f"refusing to load {resolved.model.uri}: {err}") from None
 
 
-def _load_onnx(resolved: Resolved, features: list[str], numeric: set[str]) -> tuple[Any, list[str]] | None:
+def _load_session(resolved: Resolved, features: list[str], numeric: set[str]) -> tuple[Any, list[str]] | None:
     """The onnxruntime session and its input names for the model's `model.onnx`, or None (logged)
     when there is none or it was exported for other features. A changed file is refused."""
     ref = resolved.onnx
@@ -180,11 +182,18 @@ def _load_onnx(resolved: Resolved, features: list[str], numeric: set[str]) -> tu
     return session, inputs
 
 
+def _read_profile(resolved: Resolved) -> dict[str, Any] | None:
+    if resolved.profile is None:
+        return None
+    profile: dict[str, Any] = json.loads(resolved.store.read_bytes(resolved.store.key(resolved.profile.uri)))
+    return profile
+
+
 @dataclass
 class ServedModel:
     name: str
     version: str
-    estimator: Any
+    estimator: Any  # the scikit-learn pipeline when backend == "skops", else None
     features: list[str]
     numeric: set[str]
     task: str
@@ -204,11 +213,53 @@ class ServedModel:
         return "skops" if self.session is None else "onnx"
 
     @classmethod
-    def load(cls, resolved: Resolved) -> ServedModel:
+    def load(cls, resolved: Resolved, backend: str = "auto") -> ServedModel:
+        """The model, served by onnxruntime when `backend` is "auto" or "onnx" and a usable
+        `model.onnx` was recorded with it, else by scikit-learn from the skops file ("auto",
+        "skops"). "onnx" without a usable ONNX file is a ModelError."""
+        if backend not in BACKENDS:
+            raise ModelError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        profile = _read_profile(resolved)
+        if backend != "skops":
+            served = cls._load_onnx(resolved, profile)
+            if served is not None:
+                return served
+            if backend == "onnx":
+                raise ModelError(
+                    f"{resolved.model.uri} has no usable model.onnx (the train stage stores one only "
+                    "when the ONNX graph predicts what the pipeline does; its log says why not): "
+                    "serve it with --backend auto or skops"
+                )
+        return cls._load_skops(resolved, profile)
+
+    @classmethod
+    def _load_onnx(cls, resolved: Resolved, profile: dict[str, Any] | None) -> ServedModel | None:
+        """Everything from the ONNX output and its recorded metadata: no skops, no scikit-learn."""
+        meta = resolved.onnx.meta if resolved.onnx is not None else {}
+        features, numeric, classes = meta.get("features"), meta.get("numeric"), meta.get("classes")
+        if not (isinstance(features, list) and isinstance(numeric, list) and isinstance(classes, list)):
+            return None
+        features = [str(f) for f in features]
+        onnx = _load_session(resolved, features, set(numeric))
+        if onnx is None:
+            return None
+        task = (profile or {}).get("task") or ("classification" if classes else "regression")
+        return cls(
+            resolved.name,
+            resolved.version,
+            None,
+            features,
+            set(numeric),
+            task,
+            profile,
+            resolved.model.sha256,
+            classes,
+            *onnx,
+        )
+
+    @classmethod
+    def _load_skops(cls, resolved: Resolved, profile: dict[str, Any] | None) -> ServedModel:
         estimator = _load_estimator(resolved)
-        profile = None
-        if resolved.profile is not None:
-            profile = json.loads(resolved.store.read_bytes(resolved.store.key(resolved.profile.uri)))
         names = getattr(estimator, "feature_names_in_", None)
         features = (
             [str(n) for n in names] if names is not None else list((profile or {}).get("featureNames", []))
@@ -222,8 +273,6 @@ class ServedModel:
             "classification" if hasattr(estimator, "classes_") else "regression"
         )
         classes = list(getattr(estimator, "classes_", []))
-        onnx = _load_onnx(resolved, features, numeric)
-        session, inputs = onnx if onnx is not None else (None, [])
         return cls(
             resolved.name,
             resolved.version,
@@ -234,8 +283,6 @@ class ServedModel:
             profile,
             resolved.model.sha256,
             classes,
-            session,
-            inputs,
         )
 
     def validate(self, rows: list[dict[str, Any]]) -> None:
@@ -255,8 +302,11 @@ class ServedModel:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
                     raise BadInput(f"instances[{i}].{f} must be a number, got {type(v).__name__}")
 
-    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """Validated rows -> the DataFrame the pipeline was trained on."""
+    def frame(self, rows: list[dict[str, Any]]) -> Any:
+        """Validated rows -> the DataFrame the pipeline was trained on (pandas is imported only
+        by the skops backend)."""
+        import pandas as pd
+
         df = pd.DataFrame.from_records(rows, columns=self.features)
         for f in self.features:
             if f not in self.numeric:

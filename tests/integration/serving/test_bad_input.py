@@ -202,7 +202,7 @@ async def test_a_dict_as_a_categorical_value_is_a_400(
 
 
 async def test_a_poisoned_request_fails_alone(
-    client: Client, features: Any, monkeypatch: pytest.MonkeyPatch
+    client: Client, features: Any, monkeypatch: pytest.MonkeyPatch, trained: dict[str, str]
 ) -> None:
     served: ServedModel = client.served  # type: ignore[attr-defined]
     batches = _slow(served, monkeypatch)
@@ -218,7 +218,8 @@ async def test_a_poisoned_request_fails_alone(
     statuses = [r.status for r in responses]
     assert statuses == [200, 200, 400, 400, 400, 200, 200, 200, 200, 200, 200]
     good = [r for r in responses if r.status == 200]
-    expected = served.estimator.predict(features.head(8)).tolist()
+    pipeline = ServedModel.load(resolve_uri(trained["model"]), "skops").estimator
+    expected = pipeline.predict(features.head(8)).tolist()
     assert [(await r.json())["predictions"][0] for r in good] == expected
     assert max(batches) > 1, "the valid requests were not batched: the test shows nothing"
 

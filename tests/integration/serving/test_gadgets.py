@@ -1,4 +1,6 @@
-"""Gadget model files, their digests rewritten in the store's records, refused by `serve`."""
+"""Gadget model files, their digests rewritten in the store's records, refused by `serve` when it
+loads the skops file (`--backend skops`, or no usable model.onnx); served from model.onnx
+otherwise, without the skops file ever being read."""
 
 from __future__ import annotations
 
@@ -45,15 +47,35 @@ CASES = [*sorted(GADGETS), "digest-mismatch"]
 @pytest.mark.parametrize("gadget", CASES)
 def test_served_model_load_refuses(trained: dict[str, str], gadget: str) -> None:
     with poisoned(trained, gadget) as expected, pytest.raises(ModelError) as err:
-        ServedModel.load(resolve_uri(trained["model"]))
+        ServedModel.load(resolve_uri(trained["model"]), "skops")
     assert trained["model"] in str(err.value) and expected in str(err.value)
+
+
+@pytest.mark.parametrize("gadget", sorted(GADGETS))
+def test_onnx_backend_never_reads_the_gadget(trained: dict[str, str], gadget: str) -> None:
+    with poisoned(trained, gadget):
+        served = ServedModel.load(resolve_uri(trained["model"]))
+        model_path(trained).unlink()  # and a load that read the skops file fails without it
+        served = ServedModel.load(resolve_uri(trained["model"]))
+    assert served.backend == "onnx" and served.estimator is None
 
 
 @pytest.mark.parametrize("gadget", CASES)
 def test_conveyor_serve_exits_naming_the_refusal(trained: dict[str, str], gadget: str) -> None:
     with poisoned(trained, gadget) as expected:
         proc = subprocess.run(
-            [sys.executable, "-m", "conveyor", "serve", "--model", trained["model"], "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "serve",
+                "--model",
+                trained["model"],
+                "--backend",
+                "skops",
+                "--port",
+                "0",
+            ],
             capture_output=True,
             text=True,
             timeout=120,

@@ -26,6 +26,11 @@ def load(trained: dict[str, str]) -> ServedModel:
     return ServedModel.load(resolve_uri(trained["model"]))
 
 
+def pipeline(trained: dict[str, str]) -> Any:
+    """The scikit-learn pipeline itself (the server above runs its ONNX twin)."""
+    return ServedModel.load(resolve_uri(trained["model"]), "skops").estimator
+
+
 @pytest_asyncio.fixture
 async def client(trained: dict[str, str]) -> AsyncIterator[TestClient]:
     model = load(trained)
@@ -35,12 +40,13 @@ async def client(trained: dict[str, str]) -> AsyncIterator[TestClient]:
     )
     async with TestClient(TestServer(server.app())) as c:
         c.served = model  # type: ignore[attr-defined]
+        c.pipeline = pipeline(trained)  # type: ignore[attr-defined]
         yield c
 
 
 async def test_predict_and_v2_match_the_model(client: TestClient, features: Any) -> None:
     rows = features.head(20)
-    expected = client.served.estimator.predict(rows).tolist()  # type: ignore[attr-defined]
+    expected = client.pipeline.predict(rows).tolist()  # type: ignore[attr-defined]
     resp = await client.post("/predict", json={"instances": rows.to_dict(orient="records")})
     assert resp.status == 200
     assert (await resp.json())["predictions"] == expected
@@ -142,7 +148,7 @@ def test_tampered_model_is_refused(trained: dict[str, str]) -> None:
     try:
         path.write_bytes(original + b"\0")
         with pytest.raises(ModelError, match=r"SHA-256 is .* the run recorded"):
-            ServedModel.load(resolve_uri(trained["model"]))
+            ServedModel.load(resolve_uri(trained["model"]), "skops")
     finally:
         path.write_bytes(original)
 
@@ -163,7 +169,7 @@ def test_serve_as_a_real_process(trained: dict[str, str], features: Any) -> None
             f"http://127.0.0.1:{port}/predict", data=json.dumps({"instances": rows}).encode()
         )
         body = json.loads(urllib.request.urlopen(req).read())
-        assert body["predictions"] == load(trained).estimator.predict(features.head(5)).tolist()
+        assert body["predictions"] == pipeline(trained).predict(features.head(5)).tolist()
     finally:
         proc.terminate()
         proc.wait(10)
