@@ -91,18 +91,19 @@ def _pipeline_store(pipeline: object) -> str | None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from conveyor.resources import ResourceFileError, validate_files
+    from conveyor.resources import ResourceFileError, expand, validate_expanded
 
     try:
-        problems = validate_files([Path(f) for f in args.files])
+        files = expand([Path(f) for f in args.files])
+        problems = validate_expanded(files)
     except ResourceFileError as err:
         raise CliError(str(err)) from None
     for where, problem in problems:
         print(f"{where}: {problem}", file=sys.stderr)
     if problems:
-        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        print(f"{len(problems)} problem(s) in {len(files)} file(s)", file=sys.stderr)
         return 1
-    print(f"{len(args.files)} file(s) valid")
+    print(f"{len(files)} file(s) valid")
     return 0
 
 
