@@ -1,4 +1,5 @@
-"""The `conveyor` command: run | validate | crds | stage | render | serve | operator | runs | show."""
+"""The `conveyor` command: run | validate | crds | stage | render | serve | operator | runs | show |
+models."""
 
 # The local commands live here, the cluster and serving ones in `cli_cluster`; each command
 # imports what it needs when it runs, so that `conveyor --help` stays fast.
@@ -156,7 +157,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 r.phase,
                 r.start_time.strftime("%Y-%m-%d %H:%M:%S"),
                 metric,
-                "yes" if r.model and r.model.promoted else "",
+                f"yes (v{r.model.version})" if r.model and r.model.promoted else "",
             )
         )
     console = Console()
@@ -176,6 +177,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     from conveyor.artifacts.layout import list_run_records
     from conveyor.artifacts.store import Store
+    from conveyor.cli_models import print_model_details
     from conveyor.local.progress import print_summary
 
     store = _store(args)
@@ -185,9 +187,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             if args.json:
                 print(r.model_dump_json(indent=2, by_alias=True))
             else:
-                print_summary(Console(), r)
+                console = Console()
+                print_summary(console, r)
+                print_model_details(console, store, r)
             return 0
     raise CliError(f"no run {args.run!r} in {args.store}; `conveyor runs` lists them")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from conveyor.cli_models import cmd_models as list_models
+
+    return list_models(args)
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -285,6 +295,15 @@ def _add_serve_command(add: AddCommand) -> None:
     p.add_argument("--min-samples", type=int, default=100, help="rows before drift is reported")
     p.add_argument("--drift-method", choices=("psi", "ks"), default="psi")
     p.add_argument("--drift-interval", type=float, default=2.0, help="seconds between drift updates")
+    p.add_argument(
+        "--feedback-window",
+        type=int,
+        default=10000,
+        help="predictions remembered by id for feedback (the oldest expire first)",
+    )
+    p.add_argument(
+        "--quality-window", type=int, default=1000, help="labelled predictions the live quality is over"
+    )
     p.add_argument("--max-rows", type=int, default=1000, help="rows per request")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument(
@@ -321,6 +340,11 @@ def _add_store_commands(add: AddCommand) -> None:
         if name == "show":
             p.add_argument("run")
             p.add_argument("--json", action="store_true")
+    p = add("models", cmd_models, "List a pipeline's promoted model versions (the last is the champion).")
+    p.add_argument("pipeline")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"default: {DEFAULT_STORE}")
+    p.add_argument("--namespace", "-n", default="default", help="default: default")
+    p.add_argument("--json", action="store_true")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -159,6 +159,8 @@ def _serve(model: object, args: argparse.Namespace, reuse_port: bool) -> None:
         batching=args.batching,
         max_batch_size=args.max_batch_size,
         max_latency_ms=args.max_latency_ms,
+        feedback_window=args.feedback_window,
+        quality_window=args.quality_window,
     )
     server = InferenceServer(model, monitor, options)
     web.run_app(

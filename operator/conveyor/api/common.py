@@ -60,6 +60,7 @@ class Reason(StrEnum):
     TIMED_OUT = "TimedOut"
     CANCELLED = "Cancelled"
     DRIFT_DETECTED = "DriftDetected"
+    PERFORMANCE_DEGRADED = "PerformanceDegraded"
     VALID = "Valid"
     MODEL_NOT_FOUND = "ModelNotFound"
     ROLLING_OUT = "RollingOut"

@@ -1,4 +1,5 @@
-"""The ModelDeployment resource (first draft): serve a model, watch it for drift, retrain."""
+"""The ModelDeployment resource (first draft): serve a model, watch it for drift and for its
+live quality (labels sent to the server), retrain."""
 
 from __future__ import annotations
 
@@ -25,19 +26,31 @@ class ModelSource(Model):
                 {
                     "rule": "has(self.uri) != has(self.fromPipeline)",
                     "message": "set exactly one of uri or fromPipeline",
-                }
+                },
+                {
+                    "rule": "!has(self.version) || has(self.fromPipeline)",
+                    "message": "version pins one of fromPipeline's model versions: set fromPipeline too",
+                },
             ]
         },
     )
 
     uri: str | None = Field(default=None, description="Model URI (s3://... of a run's model).")
     from_pipeline: Dns1123Label | None = Field(
-        default=None, description="Serve the current champion of this Pipeline."
+        default=None, description="Serve the current champion of this Pipeline (or its `version`)."
+    )
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        description="With fromPipeline: serve this promoted version (`conveyor models PIPELINE` lists "
+        "them) instead of following the champion.",
     )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
         exactly_one(self, "uri", "from_pipeline", "set exactly one of `uri` or `fromPipeline`")
+        if self.version is not None and self.from_pipeline is None:
+            raise ValueError("`version` pins one of fromPipeline's model versions: set `fromPipeline` too")
         return self
 
 
@@ -55,8 +68,60 @@ class DriftMonitoring(Model):
     for_: str = Field(default="10m", alias="for", pattern=r"^[0-9]+(s|m|h)$")
 
 
+# Live quality from labels sent to the model server's feedback endpoint: a retraining run when
+# `metric` stays under `min` (accuracy, f1) or over `max` (rmse, mae) for `for`, once at least
+# `minSamples` of the last `window` labelled predictions are in.
+class PerformanceMonitoring(Model):
+    model_config = ConfigDict(  # merged with Model's
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.metric in ['accuracy', 'f1'] ? (has(self.min) && !has(self.max)) : "
+                    "(has(self.max) && !has(self.min))",
+                    "message": "accuracy and f1 take min (retrain below it); rmse and mae take max "
+                    "(retrain above it)",
+                },
+                {"rule": "self.minSamples <= self.window", "message": "minSamples must be at most window"},
+            ]
+        },
+    )
+
+    metric: Literal["accuracy", "f1", "rmse", "mae"]
+    min_: float | None = Field(default=None, alias="min", description="accuracy, f1: retrain below it.")
+    max_: float | None = Field(default=None, alias="max", description="rmse, mae: retrain above it.")
+    window: int = Field(default=1000, ge=10, le=100000, description="Labelled predictions kept.")
+    min_samples: int = Field(default=100, ge=1, description="Labels needed before acting.")
+    for_: str = Field(default="10m", alias="for", pattern=r"^[0-9]+(s|m|h)$")
+
+    @model_validator(mode="after")
+    def _bound(self) -> PerformanceMonitoring:
+        higher_is_better = self.metric in ("accuracy", "f1")
+        wanted, other = ("min", "max") if higher_is_better else ("max", "min")
+        if getattr(self, wanted + "_") is None or getattr(self, other + "_") is not None:
+            raise ValueError(
+                f"{self.metric} takes `{wanted}` (retrain when it is "
+                f"{'under' if higher_is_better else 'over'} it), not `{other}`"
+            )
+        if higher_is_better and not 0 <= self.threshold <= 1:
+            raise ValueError(f"min of {self.metric} is a fraction: between 0 and 1, not {self.threshold}")
+        if self.min_samples > self.window:
+            raise ValueError(f"minSamples ({self.min_samples}) must be at most window ({self.window})")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in ("accuracy", "f1")
+
+    @property
+    def threshold(self) -> float:
+        value = self.min_ if self.higher_is_better else self.max_
+        assert value is not None  # the validator made sure
+        return value
+
+
 class Monitoring(Model):
     drift: DriftMonitoring | None = None
+    performance: PerformanceMonitoring | None = None
 
 
 class Retrain(Model):
@@ -100,6 +165,12 @@ class ModelDeploymentStatus(Status):
     last_retrain_run: str | None = None
     last_retrain_time: datetime | None = None
     last_retrain_reason: str | None = None
+    last_retrain_trigger: str | None = Field(default=None, description="drift or performance.")
+    last_performance: float | None = Field(default=None, description="The live quality metric.")
+    labelled_samples: int | None = Field(default=None, description="Labels the live metric is over.")
+    performance_since: datetime | None = Field(
+        default=None, description="Since when the live metric is past its bound."
+    )
     last_good_model: str | None = Field(default=None, description="The last model that became ready.")
     last_good_sha256: str | None = None
     failed_model_sha256: str | None = Field(default=None, description="A model that never became ready.")

@@ -44,7 +44,7 @@ class Stage(Model):
     name: Dns1123Label = Field(description="Stage name, a DNS-1123 label.")
     depends_on: list[str] = Field(default_factory=list, description="Stages that run first.")
     uses: str | None = Field(
-        default=None, description="Built-in stage: ingest, validate, transform, train, evaluate."
+        default=None, description="Built-in stage: ingest, validate, transform, train, evaluate, predict."
     )
     with_: dict[str, Any] | None = Field(
         default=None,

@@ -100,8 +100,15 @@ class ModelRecord(Status):
     uri: str
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
-    promoted: bool = False
+    promoted: bool = Field(default=False, description="This run made it the champion.")
     decision: str = Field(default="", description="Why the gate passed or rejected it.")
+    version: int | None = Field(
+        default=None, description="Its model version (`conveyor models`), when it is a promoted one."
+    )
+    stage: str = Field(default="", description="The evaluate stage that decided on it.")
+    hyperparameters: dict[str, str] = Field(
+        default_factory=dict, description="Estimator parameters it was trained with (JSON values)."
+    )
 
 
 class PipelineRunStatus(Status):

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from conveyor.api.common import Model
+from conveyor.api.common import Dns1123Label, Model, exactly_one
 
 # Estimators are named by dotted path; only these scikit-learn families may be loaded.
 ALLOWED_ESTIMATOR_MODULES = (
@@ -74,14 +74,66 @@ class TransformOptions(Model):
     task: Literal["auto", "classification", "regression"] = "auto"
 
 
+class ParamRange(Model):
+    """A range of one estimator parameter, sampled by random and bayes search (grid takes lists)."""
+
+    low: float
+    high: float
+    log: bool = Field(default=False, description="Sample on a log scale (needs low > 0).")
+    type: Literal["float", "int"] = Field(default="float", description="int: whole numbers only.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ParamRange:
+        if self.low >= self.high:
+            raise ValueError(f"a range needs low < high, got low={self.low} high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got low={self.low}")
+        if self.type == "int" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError("an int range needs whole-number low and high")
+        return self
+
+
 class SearchOptions(Model):
-    type: Literal["grid", "random"] = "grid"
-    space: dict[str, list[Any]] = Field(description="Estimator parameter -> values to try.")
+    type: Literal["grid", "random", "bayes"] = Field(
+        default="grid",
+        description="grid: every combination; random: nIter samples (randomState); "
+        "bayes: nTrials of Optuna's TPE sampler (seed), each trial chosen from the scores so far.",
+    )
+    space: dict[str, list[Any] | ParamRange] = Field(
+        description="Estimator parameter -> a list of values (grid tries each; random and bayes choose "
+        "among them) or a range {low, high, log, type: float|int} that random and bayes sample."
+    )
     cv: int = Field(default=5, ge=2, le=20)
-    n_iter: int = Field(default=10, ge=1)
+    n_iter: int = Field(default=10, ge=1, description="random: candidates sampled.")
     scoring: str | None = None
     n_jobs: int = Field(default=1, ge=-1)
     random_state: int = 42
+    n_trials: int = Field(default=20, ge=1, le=10000, description="bayes: trials (each one CV fit).")
+    seed: int | None = Field(
+        default=None,
+        description="bayes: the sampler's seed (default randomState); the same seed, data and a "
+        "deterministic estimator give the same trials and best params.",
+    )
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> SearchOptions:
+        for name, values in self.space.items():
+            if isinstance(values, list) and not values:
+                raise ValueError(f"space.{name} is empty: give at least one value")
+            if not isinstance(values, ParamRange) or self.type == "bayes":
+                continue
+            if self.type == "grid":
+                raise ValueError(
+                    f"space.{name}: grid search takes a list of values; "
+                    "sample a range with type: random or bayes"
+                )
+            if values.log and values.type == "int":
+                raise ValueError(f"space.{name}: random search samples log ranges of floats only; use bayes")
+        if self.type != "bayes" and {"n_trials", "seed"} & self.model_fields_set:
+            raise ValueError(
+                f"nTrials and seed are options of type: bayes; {self.type} search takes nIter and randomState"
+            )
+        return self
 
 
 class TrainOptions(Model):
@@ -102,10 +154,73 @@ class TrainOptions(Model):
         return value
 
 
+class ModelChoice(Model):
+    """Which model a predict stage scores with: a pipeline's champion, or a pinned model URI."""
+
+    from_pipeline: Dns1123Label | None = Field(
+        default=None,
+        description="Score with this pipeline's champion (its promoted model, in the same namespace "
+        "and artifact store), read when the stage starts.",
+    )
+    version: int | None = Field(
+        default=None, ge=1, description="With fromPipeline: this promoted version, not the champion."
+    )
+    uri: str | None = Field(
+        default=None,
+        description="Score with this model (<store>/<ns>/<pipeline>/<run>/<stage>/model.skops, inside "
+        "this pipeline's artifact store); its SHA-256 comes from its run's records.",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ModelChoice:
+        exactly_one(self, "from_pipeline", "uri", "set exactly one of model.fromPipeline or model.uri")
+        if self.version is not None and self.from_pipeline is None:
+            raise ValueError("model.version pins a version of model.fromPipeline; set fromPipeline")
+        return self
+
+
+class PredictOptions(Model):
+    model: ModelChoice
+    input: str = Field(default="data", description="The upstream output to score (ingest writes `data`).")
+    keep: list[str] | None = Field(
+        default=None,
+        description="Input columns copied next to the predictions (e.g. an id); default: all of them.",
+    )
+    prediction_column: str = Field(default="prediction", min_length=1)
+    probabilities: bool = Field(
+        default=True, description="For a classifier, a column `<probabilityPrefix><class>` per class."
+    )
+    probability_prefix: str = Field(default="proba_", min_length=1)
+    drift_method: Literal["psi", "ks", "chi2"] = Field(
+        default="psi",
+        description="The statistic of `drift_score` (the largest over the features) against the model's "
+        "reference profile; ks for numeric and chi2 for categorical features, psi for the others.",
+    )
+    drift_threshold: float = Field(
+        default=0.25,
+        ge=0,
+        description="The metric `drifted_features` counts the features above it (PSI > 0.25: shifted).",
+    )
+
+
 class Gate(Model):
-    metric: str
+    """One condition of a gate: a metric the evaluate stage measures, and its bound(s)."""
+
+    metric: str = Field(
+        description="accuracy, precision, recall, f1, roc_auc (classification); rmse, mae, r2."
+    )
     min: float | None = None
     max: float | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _measured(cls, value: str) -> str:
+        known = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+        if value not in known:
+            raise ValueError(
+                f"the evaluate stage measures no metric {value!r}; use one of " + ", ".join(known)
+            )
+        return value
 
     @model_validator(mode="after")
     def _bound(self) -> Gate:
@@ -115,11 +230,29 @@ class Gate(Model):
 
 
 class EvaluateOptions(Model):
-    gate: Gate | None = None
+    gate: list[Gate] | None = Field(
+        default=None,
+        description="One condition {metric, min|max}, or a list of them that must all hold. With "
+        "compareTo: champion, the model must also beat the champion on the first condition's metric.",
+    )
     compare_to: Literal["champion"] | None = None
     min_improvement: float = 0.0
     promote: bool = True
     profile_bins: int = Field(default=10, ge=2, le=100)
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _as_list(cls, value: Any) -> Any:
+        """The single form `gate: {metric, min}` is a list of one condition."""
+        if isinstance(value, dict | Gate):
+            return [value]
+        if isinstance(value, list) and not value:
+            raise ValueError("a gate needs at least one condition; remove `gate` to promote without one")
+        return value
+
+    @property
+    def gates(self) -> list[Gate]:
+        return list(self.gate or [])
 
 
 BUILTIN_OPTIONS: dict[str, type[Model]] = {
@@ -128,6 +261,7 @@ BUILTIN_OPTIONS: dict[str, type[Model]] = {
     "transform": TransformOptions,
     "train": TrainOptions,
     "evaluate": EvaluateOptions,
+    "predict": PredictOptions,
 }
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")

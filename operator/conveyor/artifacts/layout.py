@@ -3,7 +3,8 @@
 <ns>/<pipeline>/<run>/<stage>/outputs.json   committed last: a stage without it has no
 <ns>/<pipeline>/<run>/<stage>/metrics.json   visible outputs, whatever else was written
 <ns>/<pipeline>/<run>/run.json               lineage
-<ns>/<pipeline>/champion.json                the promoted model
+<ns>/<pipeline>/champion.json                the promoted model (its latest version)
+<ns>/<pipeline>/_versions/<version>.json     every promotion (`artifacts.champion`)
 cache/<cache key>.json                       pointer to a reusable stage result
 
 Only this module knows these depths: `RunPath` is a run's place, `ArtifactPath.from_uri` finds
@@ -39,6 +40,8 @@ class StageResult(BaseModel):
 
 
 class Champion(BaseModel):
+    """A promoted model: `champion.json` is the latest one, `_versions/` keeps each."""
+
     model_config = ConfigDict(extra="ignore")
 
     run: str
@@ -46,6 +49,10 @@ class Champion(BaseModel):
     profile: ArtifactRef | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     promoted_at: datetime
+    # 1, 2, ... in promotion order; a champion.json written before versions existed is the 1st
+    version: int = Field(default=1, ge=1)
+    stage: str = Field(default="", description="The evaluate stage that promoted it.")
+    approved_by: str = Field(default="", description="Who approved it, when approval is required.")
 
 
 class RunRecord(BaseModel):
@@ -67,6 +74,7 @@ class RunRecord(BaseModel):
     artifacts: dict[str, dict[str, ArtifactRef]] = Field(default_factory=dict)
     model: ModelRecord | None = None
     resumed_from: str | None = None
+    trigger: str = Field(default="", description="What started the run: manual, schedule, drift, ...")
 
 
 RUN_RECORD = "run.json"
@@ -223,7 +231,8 @@ def read_champion(store: Store, namespace: str, pipeline: str) -> Champion | Non
 
 
 def write_champion(store: Store, namespace: str, pipeline: str, champion: Champion) -> None:
-    """One object write: readers see the old champion or the new one, never a mix."""
+    """One unconditional object write: readers see the old champion or the new one, never a
+    mix. Promotion does not use it: `champion.promote` compares and swaps."""
     _write_json(store, champion_key(namespace, pipeline), champion.model_dump(mode="json"))
 
 

@@ -62,7 +62,6 @@ def load_model(path: Path, sha256: str) -> Any:
     bad = [t for t in needed if t not in TRUSTED_TYPES]
     if bad:
         raise UntrustedModel(
-            f"refusing to load {path}: it holds type(s) the built-in stages never write: "
-            + ", ".join(bad)
+            f"refusing to load {path}: it holds type(s) the built-in stages never write: " + ", ".join(bad)
         )
     return sio.loads(data, trusted=needed)

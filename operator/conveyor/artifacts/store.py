@@ -4,10 +4,16 @@ Keys are '/'-separated paths relative to the store's root; every artifact is add
 URI (`file:///…` or `s3://bucket/…`, built and parsed by `uri.StoreURI`). Writes are atomic
 per object: a local file is written to a temporary name and renamed, an S3 object appears
 whole or not at all.
+
+A pipeline-level record that several runs may update at once (the champion) is read with a
+token and written back only if it still has that token (`read_versioned`, `write_if`): a
+compare-and-swap, by a lock and an atomic rename on a local folder and by a conditional PUT
+(`If-Match` on the ETag, `If-None-Match: *` to create) on S3.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -22,6 +28,9 @@ from conveyor.contract import S3_ENDPOINT_ENV, S3_REGION_ENV
 from conveyor.engine.invocation import ArtifactRef
 
 CHUNK = 1 << 20
+# What S3 answers a conditional write that lost: the precondition failed, a concurrent
+# conditional write is in progress, or the object it was to replace is gone.
+LOST_RACE = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"})
 
 
 def sha256_file(path: Path) -> str:
@@ -67,6 +76,17 @@ class Store(ABC):
     def verify(self, ref: ArtifactRef) -> bool:
         """True when the artifact exists and its recorded digest still matches."""
 
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's content and a token that changes whenever it is rewritten; None if
+        there is no such object."""
+
+    @abstractmethod
+    def write_if(self, key: str, data: bytes, media_type: str, token: str | None) -> bool:
+        """Write the object only if it is still as read: its token is `token` (from
+        `read_versioned`), or, for None, it does not exist. False, and nothing written, when
+        another writer got there first (read again, decide again, retry)."""
+
     def write_bytes(self, key: str, data: bytes, media_type: str) -> ArtifactRef:
         with tempfile.NamedTemporaryFile(delete=False) as tmp:
             tmp.write(data)
@@ -104,6 +124,31 @@ class LocalStore(Store):
         return ArtifactRef(
             uri=self.uri(key), sha256=digest, bytes=target.stat().st_size, media_type=media_type
         )
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._file(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_if(self, key: str, data: bytes, media_type: str, token: str | None) -> bool:
+        """Under an exclusive lock on a hidden file beside the object (held by this process
+        only while it compares and renames), so writers on one machine or one shared file
+        system take turns; readers never wait, and see the old object or the new one."""
+        target = self._file(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = target.parent / f".{target.name}.lock"
+        with lock.open("a") as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            try:
+                current = self.read_versioned(key)
+                if (current[1] if current else None) != token:
+                    return False
+                self.write_bytes(key, data, media_type)
+                return True
+            finally:
+                fcntl.flock(held.fileno(), fcntl.LOCK_UN)
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -178,6 +223,36 @@ class S3Store(Store):
             raise StoreError(f"{self.uri(key)} does not exist") from None
         data: bytes = obj["Body"].read()
         return data
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._object(key))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        data: bytes = obj["Body"].read()
+        return data, str(obj["ETag"])
+
+    def write_if(self, key: str, data: bytes, media_type: str, token: str | None) -> bool:
+        """One conditional PUT: S3 checks the condition and writes as one step."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfMatch": token} if token is not None else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._object(key),
+                Body=data,
+                ContentType=media_type,
+                Metadata={"sha256": hashlib.sha256(data).hexdigest()},
+                **condition,
+            )
+        except ClientError as err:
+            # 412: the condition failed; 409: a concurrent conditional write won; 404: the
+            # object read was deleted since
+            if err.response.get("Error", {}).get("Code") in LOST_RACE:
+                return False
+            raise
+        return True
 
     def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError

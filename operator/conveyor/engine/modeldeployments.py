@@ -10,13 +10,15 @@ The policy, in order:
 - an invalid spec, or no model to serve: Ready False with the reason, nothing else;
 - the rollout (engine/rollout.py): what to serve, the last good model, the failed one,
   Available, Progressing and Ready;
-- drift, only while Ready is True and drift monitoring is configured: a score over threshold
-  for `for` starts a retraining run, unless within `cooldown` of the last one or
-  `maxRunsPerDay` runs were created in the last 24 hours;
+- drift and live quality, only while Ready is True and each is configured: a drift score over
+  threshold, or a live quality metric (over at least `minSamples` labels) past its bound, for
+  `for` starts a retraining run (drift first if both fire), unless within `cooldown` of the
+  last one or `maxRunsPerDay` runs were created in the last 24 hours; the status and the run's
+  label say which trigger fired;
 - events only on transitions: Ready flipping, a retraining run started.
 
-Two facts are costly (the drift score reads every pod or Prometheus; the recent runs are a
-list call) and only sometimes needed, so they are read only when the plan asks for them: a
+Three facts are costly (the drift score and the live quality read every pod or Prometheus; the
+recent runs are a list call) and only sometimes needed, so they are read only when the plan asks for them: a
 plan whose `needs` is set asks for that fact, is not to be applied, and the planner is called
 again with it.
 """
@@ -39,6 +41,7 @@ from conveyor.api.modeldeployment import (
     ModelDeployment,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    PerformanceMonitoring,
     Retrain,
 )
 from conveyor.engine.conditions import set_condition
@@ -76,7 +79,17 @@ class Need(StrEnum):
     """A fact the planner needs before it can decide."""
 
     DRIFT = "drift"
+    QUALITY = "live quality"
     RECENT_RETRAINS = "recent retraining runs"
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The deployment's live quality metric (NaN: no pod has a finite one) and the labelled
+    predictions it is computed from."""
+
+    value: float
+    samples: float
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,7 @@ class DeploymentFacts:
     endpoint: str = ""  # the Service's URL
     drift: float | NotRead | None = NOT_READ  # None: no pod has a score yet; NaN: none is finite
     recent_retrains: int | None = None  # retraining runs created in the last 24 h; None: not counted
+    quality: Quality | NotRead | None = NOT_READ  # None: no pod reports the metric yet
 
 
 UNOBSERVED = DeploymentFacts(NoModel("not looked for"))  # an invalid spec: nothing is observed
@@ -108,6 +122,17 @@ class RetrainRun:
 
     name: str
     reason: str
+    trigger: str = "drift"  # drift | performance: the run's conveyor.dev/trigger label
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A monitor that has been past its bound for long enough: which, and why (`short`: the
+    measurement alone)."""
+
+    kind: str
+    short: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -167,13 +192,23 @@ def plan_model_deployment(
     )
     status = _rollout_status(status, rollout, facts, spec.replicas, now)
     drift = spec.monitoring.drift if spec.monitoring else None
+    performance = spec.monitoring.performance if spec.monitoring else None
     retrain: RetrainRun | None = None
-    if drift is not None and _ready(status) == "True":
-        if isinstance(facts.drift, NotRead):
+    if _ready(status) == "True" and (drift is not None or performance is not None):
+        if drift is not None and isinstance(facts.drift, NotRead):
             return DeploymentPlan(status, False, needs=Need.DRIFT)
-        status, retrain, needs = _drift(name, drift, spec.retrain, facts, status, now)
-        if needs is not None:
-            return DeploymentPlan(status, False, needs=needs)
+        if performance is not None and isinstance(facts.quality, NotRead):
+            return DeploymentPlan(status, False, needs=Need.QUALITY)
+        fired: Trigger | None = None
+        if drift is not None:
+            status, fired = _drift(drift, facts, status, now)
+        if performance is not None:
+            status, degraded = _performance(performance, facts, status, now)
+            fired = fired or degraded
+        if fired is not None:
+            status, retrain, needs = _retrain(name, fired, spec.retrain, facts, status, now)
+            if needs is not None:
+                return DeploymentPlan(status, False, needs=needs)
     return _plan(
         previous,
         status,
@@ -209,26 +244,60 @@ def _rollout_status(
 
 
 def _drift(
+    drift: DriftMonitoring, facts: DeploymentFacts, status: ModelDeploymentStatus, now: datetime
+) -> tuple[ModelDeploymentStatus, Trigger | None]:
+    """The drift score recorded; a trigger when it has been over threshold for `for`."""
+    score = facts.drift
+    if score is None or isinstance(score, NotRead):
+        return status, None  # no pod has a score yet: nothing changes
+    if not math.isfinite(score):
+        return _with(status, last_drift_score=None), None  # no measurement: null, not acted on
+    status = _with(status, last_drift_score=round(score, 4))
+    if score <= drift.threshold:
+        return _with(status, drift_since=None), None
+    since = status.drift_since or now
+    status = _with(status, drift_since=since)
+    if now - since < parse_duration(drift.for_):
+        return status, None
+    short = f"drift {score:.3f} > {drift.threshold}"
+    return status, Trigger("drift", short, f"{short} ({drift.method}) for {drift.for_}")
+
+
+def _performance(
+    perf: PerformanceMonitoring, facts: DeploymentFacts, status: ModelDeploymentStatus, now: datetime
+) -> tuple[ModelDeploymentStatus, Trigger | None]:
+    """The live metric recorded; a trigger when, over at least `minSamples` labels, it has
+    been under `min` (or over `max`) for `for`."""
+    quality = facts.quality
+    if quality is None or isinstance(quality, NotRead):
+        return status, None  # no pod reports it yet: nothing changes
+    samples = int(quality.samples) if math.isfinite(quality.samples) else 0
+    if not math.isfinite(quality.value):
+        return _with(status, last_performance=None, labelled_samples=samples), None
+    status = _with(status, last_performance=round(quality.value, 4), labelled_samples=samples)
+    bound = perf.threshold
+    past = quality.value < bound if perf.higher_is_better else quality.value > bound
+    if samples < perf.min_samples or not past:
+        return _with(status, performance_since=None), None
+    since = status.performance_since or now
+    status = _with(status, performance_since=since)
+    if now - since < parse_duration(perf.for_):
+        return status, None
+    short = f"{perf.metric} {quality.value:.3f} {'<' if perf.higher_is_better else '>'} {bound:g}"
+    return status, Trigger("performance", short, f"{short} over {samples} labels for {perf.for_}")
+
+
+def _retrain(
     name: str,
-    drift: DriftMonitoring,
+    fired: Trigger,
     retrain: Retrain | None,
     facts: DeploymentFacts,
     status: ModelDeploymentStatus,
     now: datetime,
 ) -> tuple[ModelDeploymentStatus, RetrainRun | None, Need | None]:
-    """Drift over threshold for long enough starts a retraining run, within the cooldown and
-    the daily cap: (the status, the run to start, the fact still needed)."""
-    score = facts.drift
-    if score is None or isinstance(score, NotRead):
-        return status, None, None  # no pod has a score yet: nothing changes
-    if not math.isfinite(score):
-        return _with(status, last_drift_score=None), None, None  # no measurement: null, not acted on
-    status = _with(status, last_drift_score=round(score, 4))
-    if score <= drift.threshold:
-        return _with(status, drift_since=None), None, None
-    since = status.drift_since or now
-    status = _with(status, drift_since=since)
-    if now - since < parse_duration(drift.for_) or retrain is None:
+    """A fired trigger starts a retraining run, within the cooldown and the daily cap: (the
+    status, the run to start, the fact still needed)."""
+    if retrain is None:
         return status, None, None
     last = status.last_retrain_time
     if last is not None and now - last < parse_duration(retrain.cooldown):
@@ -237,16 +306,21 @@ def _drift(
         return status, None, Need.RECENT_RETRAINS
     if facts.recent_retrains >= retrain.max_runs_per_day:
         capped = (
-            f"drift {score:.3f} > {drift.threshold}, but {facts.recent_retrains} retraining "
+            f"{fired.short}, but {facts.recent_retrains} retraining "
             f"runs in the last 24h reached maxRunsPerDay"
         )
         return _with(status, last_retrain_reason=capped), None, None
     run = child_name(name, "retrain-" + now.strftime("%Y%m%d%H%M%S"))
-    why = f"drift {score:.3f} > {drift.threshold} ({drift.method}) for {drift.for_}"
     status = _with(
-        status, last_retrain_run=run, last_retrain_time=now, last_retrain_reason=why, drift_since=None
+        status,
+        last_retrain_run=run,
+        last_retrain_time=now,
+        last_retrain_reason=fired.why,
+        last_retrain_trigger=fired.kind,
+        drift_since=None,
+        performance_since=None,
     )
-    return status, RetrainRun(run, why), None
+    return status, RetrainRun(run, fired.why, fired.kind), None
 
 
 def _plan(
@@ -260,7 +334,8 @@ def _plan(
     """The plan, with its events: a retraining run started, Ready flipping."""
     events: list[Event] = []
     if retrain is not None:
-        events.append(Event("Normal", Reason.DRIFT_DETECTED, f"{retrain.reason}: started {retrain.name}"))
+        reason = Reason.DRIFT_DETECTED if retrain.trigger == "drift" else Reason.PERFORMANCE_DEGRADED
+        events.append(Event("Normal", reason, f"{retrain.reason}: started {retrain.name}"))
     ready = next((c for c in status.conditions if c.type == "Ready"), None)
     if ready is not None and ready.status != _ready(previous):
         events.append(Event("Normal" if ready.status == "True" else "Warning", ready.reason, ready.message))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from conveyor.api.modeldeployment import ModelDeployment
 from conveyor.api.pipeline import Pipeline, PipelineSpec
 from conveyor.api.pipelinerun import PipelineRun
-from conveyor.api.stages import BUILTIN_OPTIONS
+from conveyor.api.stages import BUILTIN_OPTIONS, CLASSIFICATION_METRICS, REGRESSION_METRICS
 from conveyor.engine.dag import find_cycle
 from conveyor.engine.params import UnresolvedParam, references, substitute
 from conveyor.errors import UserError
@@ -119,7 +119,69 @@ def check_pipeline_spec(spec: PipelineSpec, prefix: str) -> list[Problem]:
     declared = {p.name: (p.default if p.default is not None else _PLACEHOLDER) for p in spec.params}
     for i, stage in enumerate(spec.stages):
         problems += _check_stage(stage.model_dump(by_alias=True), declared, f"{prefix}.stages[{i}]")
+    if not cycle:
+        problems += _check_gates(spec, prefix, declared)
     return problems
+
+
+TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
+
+
+def _check_gates(spec: PipelineSpec, prefix: str, declared: dict[str, str]) -> list[Problem]:
+    """An evaluate stage's gate may only name metrics its model's task produces. The task is
+    known when a train stage upstream sets `task` (it wins, as in the stage), else a transform
+    stage upstream does; with `task: auto` it depends on the data, so either family passes
+    here and the stage itself refuses a metric it did not measure."""
+    problems = []
+    for i, stage in enumerate(spec.stages):
+        if stage.uses != "evaluate":
+            continue
+        try:
+            gate = substitute(stage.options, declared).get("gate")
+        except UnresolvedParam:
+            continue  # reported with the stage
+        task = _task_upstream(spec, stage.name)
+        if task is None:
+            continue
+        known = TASK_METRICS[task[0]]
+        conditions = gate if isinstance(gate, list) else [gate]
+        for j, condition in enumerate(conditions):
+            metric = condition.get("metric") if isinstance(condition, dict) else None
+            if metric in known or not any(metric in m for m in TASK_METRICS.values()):
+                continue  # fine, or not a metric at all (the options' own check says so)
+            where = f"{prefix}.stages[{i}].with.gate" + (f"[{j}]" if isinstance(gate, list) else "")
+            problems.append(
+                Problem(
+                    f"{where}.metric",
+                    f"{metric!r} is not measured for {task[0]} (stage {task[1]!r} sets task: {task[0]})",
+                    "use one of: " + ", ".join(known),
+                )
+            )
+    return problems
+
+
+def _task_upstream(spec: PipelineSpec, name: str) -> tuple[str, str] | None:
+    """(task, the stage that sets it) for the model an evaluate stage gets, when an upstream
+    train stage, else transform stage, sets one task; None when unset, a parameter or mixed."""
+    edges = {s.name: s.depends_on for s in spec.stages}
+    upstream: set[str] = set()
+    todo = list(edges.get(name, []))
+    while todo:
+        dep = todo.pop()
+        if dep in edges and dep not in upstream:
+            upstream.add(dep)
+            todo += edges[dep]
+    for uses in ("train", "transform"):
+        found = {
+            (s.options.get("task"), s.name)
+            for s in spec.stages
+            if s.name in upstream and s.uses == uses and s.options.get("task") in TASK_METRICS
+        }
+        if len({task for task, _ in found}) == 1:
+            return min(found)  # type: ignore[return-value]
+        if found:
+            return None
+    return None
 
 
 # Any instant will do: the expression is only parsed here (keeps validation free of clock reads).

@@ -207,12 +207,15 @@ def selector_labels(name: str) -> dict[str, str]:
 
 
 def server_args(spec: ModelDeploymentSpec, model_uri: str) -> list[str]:
-    """`conveyor serve` arguments: the model, the port, drift and batching settings."""
+    """`conveyor serve` arguments: the model, the port, drift, live quality and batching settings."""
     args = ["serve", "--model", model_uri, "--host", "0.0.0.0", "--port", str(SERVE_PORT)]
     drift = spec.monitoring.drift if spec.monitoring else None
     if drift is not None:
         args += ["--drift-method", drift.method, "--window", str(drift.window)]
         args += ["--min-samples", str(drift.min_samples)]
+    performance = spec.monitoring.performance if spec.monitoring else None
+    if performance is not None:  # the labelled window the live quality is measured over
+        args += ["--quality-window", str(performance.window)]
     batching = spec.batching
     if batching is not None:
         args += ["--batching" if batching.enabled else "--no-batching"]

@@ -21,6 +21,7 @@ from conveyor.artifacts.store import Store, sha256_file
 from conveyor.engine.cache import cache_key
 from conveyor.engine.invocation import ArtifactRef, StageInvocation
 from conveyor.engine.validation import resolve_options, resolve_params
+from conveyor.runs.results import reuse_message
 
 LIBRARIES = ("scikit-learn", "pandas", "numpy", "skops")
 
@@ -54,6 +55,9 @@ class RunContext:
     # results of this run's stages already read and verified: a committed result never changes,
     # so a caller that looks again and again (the operator's reconciles) reads each once
     known: dict[str, StageResult] = field(default_factory=dict)
+    # what started the run (the run record says it, `conveyor models` shows it): manual,
+    # schedule, drift, ... (on a cluster, the run's conveyor.dev/trigger label)
+    trigger: str = "manual"
 
     def __post_init__(self) -> None:
         self.version = self.version or runtime_version()
@@ -107,13 +111,29 @@ class RunContext:
             own = {ref.sha256 for outs in inputs.values() for ref in outs.values()}
             beaten = champion.model.sha256 if champion else ""
             facts["champion"] = "" if beaten in own else beaten
+        if stage.uses == "predict":
+            # scoring "the champion" means the model that is champion now: a new one is new work
+            choice = options.get("model") or {}
+            source = choice.get("fromPipeline") or choice.get("from_pipeline")
+            if isinstance(source, str) and not choice.get("version"):
+                scorer = layout.read_champion(self.store, self.namespace, source)
+                facts["model"] = scorer.model.sha256 if scorer else ""
         if stage.uses == "validate" and not options.get("expectations"):
             key = f"{self.namespace}/{self.pipeline}/expectations/{stage.name}.json"
             facts["expectations"] = str(self.store.exists(key))
         return facts
 
     def cache_hit(self, stage: Stage, inv: StageInvocation) -> StageResult | None:
-        return layout.cache_lookup(self.store, inv.cache_key) if stage.cache else None
+        """A reusable result; never an evaluate's promotion whose effect is gone (the champion
+        is no longer its model, e.g. champion.json was deleted): promoting is a side effect a
+        pointer cannot replay, so that stage runs and decides again."""
+        hit = layout.cache_lookup(self.store, inv.cache_key) if stage.cache else None
+        if hit is not None and stage.uses == "evaluate" and hit.metrics.get("promoted"):
+            champion = layout.read_champion(self.store, self.namespace, self.pipeline)
+            model = hit.outputs.get("model")
+            if champion is None or model is None or champion.model.sha256 != model.sha256:
+                return None
+        return hit
 
     def committed(self, stage: str, run: str | None = None) -> StageResult | None:
         """The stage's committed result in this run (or another), if its outputs still verify."""
@@ -127,7 +147,26 @@ class RunContext:
         return result
 
     def model_record(self, results: dict[str, StageResult]) -> ModelRecord | None:
-        return model_record(self.store, results)
+        record = model_record(
+            self.store, [(s.name, results[s.name]) for s in self.spec.stages if s.name in results]
+        )
+        if record is None:
+            return None
+        return record.model_copy(update={"hyperparameters": self._hyperparameters(record.uri, results)})
+
+    def _hyperparameters(self, model_uri: str, results: dict[str, StageResult]) -> dict[str, str]:
+        """The estimator parameters the model was trained with: its train stage's `params`,
+        overridden by the best of a search (`search.json`). Values are JSON, strings as is."""
+        for name, result in results.items():
+            ref = result.outputs.get("model")
+            if ref is None or ref.uri != model_uri or "decision" in result.outputs:
+                continue
+            chosen = dict(self.options.get(name, {}).get("params") or {})
+            if "search" in result.outputs:
+                search = json.loads(self.store.read_bytes(self.store.key(result.outputs["search"].uri)))
+                chosen.update(search.get("best_params") or {})
+            return {k: v if isinstance(v, str) else json.dumps(v) for k, v in sorted(chosen.items())}
+        return {}
 
     def write_record(
         self,
@@ -153,30 +192,42 @@ class RunContext:
             artifacts={n: r.outputs for n, r in results.items()},
             model=status.model,
             resumed_from=resumed_from,
+            trigger=self.trigger,
         )
         return record, layout.write_run_record(self.store, record).uri
 
 
-def model_record(store: Store, results: dict[str, StageResult]) -> ModelRecord | None:
-    """The model of the run: from the stage that decided on it (evaluate), else the last
-    stage that produced one."""
-    chosen: ArtifactRef | None = None
-    metrics: dict[str, float] = {}
-    decision: dict[str, Any] | None = None
-    for result in results.values():
-        if "model" not in result.outputs:
-            continue
-        chosen = result.outputs["model"]
-        if "decision" in result.outputs:
-            decision = json.loads(store.read_bytes(store.key(result.outputs["decision"].uri)))
-            metrics = {k: v for k, v in result.metrics.items() if k not in ("gate_passed", "promoted")}
-            break
-    if chosen is None:
-        return None
+def model_record(store: Store, results: list[tuple[str, StageResult]]) -> ModelRecord | None:
+    """The model of the run, from its stages' results in pipeline order. With evaluate stages
+    (several in parallel branches, say): the model this run promoted last (the highest version
+    it made), else the first evaluated model that is a champion version, else the first
+    evaluated one. Without: the last stage that produced a model. A decision reused from the
+    cache or an earlier run promoted nothing in this run, whatever it says."""
+    decided = [
+        (name, result, json.loads(store.read_bytes(store.key(result.outputs["decision"].uri))))
+        for name, result in results
+        if "decision" in result.outputs and "model" in result.outputs
+    ]
+    if not decided:
+        models = [result.outputs["model"] for _, result in results if "model" in result.outputs]
+        if not models:
+            return None
+        return ModelRecord(uri=models[-1].uri, sha256=models[-1].sha256, decision="not evaluated")
+    own = [d for d in decided if d[2].get("promoted") and d[1].reused_from is None]
+    versioned = [d for d in decided if d[2].get("version")]
+    name, result, decision = (
+        max(own, key=lambda d: int(d[2]["version"] or 0)) if own else (versioned or decided)[0]
+    )
+    reason = str(decision.get("reason", ""))
+    if result.reused_from is not None and decision.get("promoted"):
+        reason += f" ({reuse_message(result.reused_from)}: this run promoted nothing)"
+    chosen = result.outputs["model"]
     return ModelRecord(
         uri=chosen.uri,
         sha256=chosen.sha256,
-        metrics=metrics,
-        promoted=bool(decision and decision.get("promoted")),
-        decision=str(decision["reason"]) if decision else "not evaluated",
+        metrics={k: v for k, v in result.metrics.items() if k not in ("gate_passed", "promoted")},
+        promoted=bool(decision.get("promoted")) and result.reused_from is None,
+        decision=reason,
+        version=decision.get("version"),
+        stage=name,
     )

@@ -1,8 +1,10 @@
 """The HTTP layer: decode, delegate, encode. Open Inference Protocol (V2) REST, `/predict`,
 health, `/metrics`. Requests are validated one by one (`protocol`) before they are batched;
 predictions run in one worker thread so the event loop keeps accepting connections; drift is
-computed in the background. Every failure is a JSON `{"error": ...}`; every response to an
-inference endpoint is counted by code, 5xx included."""
+computed in the background. Every prediction gets an id (a V2 response's `id`, the `ids` of a
+`/predict` response); labels sent for them (`.../feedback`) feed the live quality gauges.
+Every failure is a JSON `{"error": ...}`; every response to an inference or feedback endpoint
+is counted by code, 5xx included."""
 
 from __future__ import annotations
 
@@ -35,10 +37,12 @@ from conveyor.serving.protocol import (
     OUTPUT,
     decode_json,
     output_datatype,
+    parse_feedback,
     parse_infer,
     parse_predict,
     v2_rows,
 )
+from conveyor.serving.quality import QualityMonitor, new_request_id, prediction_ids
 
 __all__ = ["Batcher", "InferenceServer", "ServeOptions", "v2_rows"]
 
@@ -46,8 +50,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Waiter = tuple[list[dict[str, Any]], "asyncio.Future[list[Any]]"]
 log = logging.getLogger("conveyor.serving")
 ROUTES = (
-    "/v2[/], /v2/health/{live,ready}, /v2/models/{name}[/versions/{version}][/ready|/infer], "
-    "/predict, /metrics"
+    "/v2[/], /v2/health/{live,ready}, /v2/models/{name}[/versions/{version}][/ready|/infer|/feedback], "
+    "/predict, /feedback, /metrics"
 )
 BINARY_HEADER = "Inference-Header-Content-Length"
 REQUEST_ID = re.compile(r"[\w.-]{1,64}")
@@ -62,6 +66,8 @@ class ServeOptions:
     max_batch_size: int = 32
     max_latency_ms: float = 0.0  # 0: take what queued while the model was busy, never wait
     body_timeout: float = 10.0  # seconds to receive a whole request body, else 408
+    feedback_window: int = 10000  # predictions remembered by id, awaiting their label
+    quality_window: int = 1000  # labelled predictions the live quality is computed from
 
 
 class Batcher:
@@ -127,8 +133,17 @@ class Batcher:
 
 
 class InferenceServer:
-    def __init__(self, model: ServedModel, monitor: DriftMonitor, options: ServeOptions) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        monitor: DriftMonitor,
+        options: ServeOptions,
+        quality: QualityMonitor | None = None,
+    ) -> None:
         self.model, self.monitor, self.options = model, monitor, options
+        self.quality = quality or QualityMonitor(
+            model.name, model.version, model.classes, options.feedback_window, options.quality_window
+        )
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="predict")
         self.batcher = (
             Batcher(model, self.pool, options.max_batch_size, options.max_latency_ms / 1000)
@@ -146,6 +161,7 @@ class InferenceServer:
                     web.get(prefix, self.model_metadata),
                     web.get(prefix + "/ready", self.model_ready),
                     web.post(prefix + "/infer", self.infer),
+                    web.post(prefix + "/feedback", self.feedback),
                 ]
             )
         app.add_routes(
@@ -157,6 +173,7 @@ class InferenceServer:
                 web.get("/v2", self.server_metadata),
                 web.get("/v2/", self.server_metadata),  # the path in the official OpenAPI file
                 web.post("/predict", self.predict),
+                web.post("/feedback", self.feedback),
                 web.get("/metrics", self.metrics),
             ]
         )
@@ -184,12 +201,14 @@ class InferenceServer:
         while True:
             await asyncio.sleep(self.options.drift_interval)
             await loop.run_in_executor(None, self.monitor.compute)
+            await loop.run_in_executor(None, self.quality.compute)
 
     # errors and counting -----------------------------------------------------------------------
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        endpoint = "infer" if path.endswith("/infer") else "predict" if path == "/predict" else ""
+        endpoint = path.rpartition("/")[2] if path.endswith(("/infer", "/feedback")) else ""
+        endpoint = "predict" if path == "/predict" else endpoint
         started = time.perf_counter()
         try:
             response = await handler(request)
@@ -306,28 +325,51 @@ class InferenceServer:
 
     async def predict(self, request: web.Request) -> web.Response:
         rows = parse_predict(await self._json(request))
-        preds = await self._run(rows)
+        request_id = new_request_id()
+        preds = await self._run(rows, request_id)
         return web.json_response(
-            {"predictions": preds, "model": self.model.name, "version": self.model.version}
+            {
+                "predictions": preds,
+                "ids": prediction_ids(request_id, len(preds)),
+                "id": request_id,
+                "model": self.model.name,
+                "version": self.model.version,
+            }
         )
 
     async def infer(self, request: web.Request) -> web.Response:
         self._check_name(request)
         body = parse_infer(await self._json(request))
         rows = v2_rows(body, self.model.features, self.model.numeric)
-        preds = await self._run(rows)
+        request_id = body.id or new_request_id()  # the client's, else one of ours: always one
+        preds = await self._run(rows, request_id)
         out: dict[str, Any] = {
+            "id": request_id,
             "model_name": self.model.name,
             "model_version": self.model.version,
             "outputs": [
                 {"name": OUTPUT, "shape": [len(preds)], "datatype": self.output_datatype, "data": preds}
             ],
         }
-        if body.id is not None:
-            out["id"] = body.id
         return web.json_response(out)
 
-    async def _run(self, rows: list[dict[str, Any]]) -> list[Any]:
+    async def feedback(self, request: web.Request) -> web.Response:
+        """Labels for earlier predictions, by id: the accepted count, the unknown ids (never
+        predicted here, expired from the feedback window, or labelled already)."""
+        if "model" in request.match_info:
+            self._check_name(request)
+        body = parse_feedback(await self._json(request), self.model.classes, self.options.max_rows)
+        result = self.quality.label(body.ids, body.values)
+        return web.json_response(
+            {
+                "accepted": result.accepted,
+                "unknown": result.unknown,
+                "model": self.model.name,
+                "version": self.model.version,
+            }
+        )
+
+    async def _run(self, rows: list[dict[str, Any]], request_id: str) -> list[Any]:
         if not rows:
             raise BadInput("no rows: send at least one instance")
         if len(rows) > self.options.max_rows:
@@ -340,6 +382,7 @@ class InferenceServer:
         else:
             preds = await asyncio.get_running_loop().run_in_executor(self.pool, self.model.predict, rows)
         self.monitor.observe(rows, preds)
+        self.quality.observe(prediction_ids(request_id, len(preds)), preds)
         if self.model.classes:
             for p in preds:
                 PREDICTIONS.labels(self.model.name, self.model.version, str(p)).inc()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from conveyor.serving.drift import encode, encoded_drift, window_dtype
+from conveyor.drift import encode, encoded_drift, window_dtype
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(

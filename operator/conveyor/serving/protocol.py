@@ -31,6 +31,11 @@ INFER_HINT = (
     'a V2 inference request is {"inputs": [{"name": ..., "shape": [...], "datatype": ..., '
     '"data": [...]}, ...]}; GET /v2/models/<name> lists the inputs'
 )
+FEEDBACK_HINT = (
+    'feedback is {"ids": [prediction id, ...], "values": [true value, ...]}: the ids an earlier '
+    "response gave (`ids` of /predict, or a V2 response's `id`, with `:<row>` after it when it "
+    "held several rows) and, in the same order, what each should have been"
+)
 INT_RANGES = {
     **{f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)},
     **{f"UINT{b}": (0, 2**b - 1) for b in (8, 16, 32, 64)},
@@ -73,6 +78,13 @@ class InferenceRequest(_Strict):
 
 class PredictRequest(_Strict):
     instances: list[dict[str, Any]]
+
+
+class FeedbackRequest(_Strict):
+    model_config = ConfigDict(strict=True, extra="forbid")  # Conveyor's own: a stray key is a typo
+
+    ids: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    values: list[Any]
 
 
 # bytes -> JSON -------------------------------------------------------------------------------
@@ -154,6 +166,35 @@ def parse_infer(body: Any) -> InferenceRequest:
     for i, out in enumerate(request.outputs or []):
         if out.name != OUTPUT:
             raise BadInput(f"outputs[{i}]: no output {out.name!r}; this model has one, {OUTPUT!r}")
+    return request
+
+
+def parse_feedback(body: Any, classes: list[Any], max_rows: int) -> FeedbackRequest:
+    """Labels for earlier predictions: as many values as ids, at most `max_rows`; each value one
+    of the model's classes (a classifier) or a finite number (a regressor)."""
+    request = _validate(FeedbackRequest, body, FEEDBACK_HINT)
+    if len(request.ids) > max_rows:
+        raise BadInput(f"ids: {len(request.ids)} labels is over the limit of {max_rows}; split the request")
+    if len(request.values) != len(request.ids):
+        raise BadInput(
+            f"values: {len(request.values)} value(s) for {len(request.ids)} id(s); send one true "
+            "value per id, in the same order"
+        )
+    classes = [c.item() if hasattr(c, "item") else c for c in classes]  # numpy scalars: plain
+    known = {(type(c), c) for c in classes}  # by type too: true is not the class 1
+    for i, value in enumerate(request.values):
+        if classes:
+            if type(value) not in SCALAR_TYPES or (type(value), value) not in known:
+                shown = ", ".join(map(repr, classes[:10]))
+                raise BadInput(
+                    f"values[{i}] is {_short(value, 30)}, not one of the model's classes ({shown}); "
+                    "send the true class as the model predicts it"
+                )
+        elif type(value) not in (int, float):
+            raise BadInput(
+                f"values[{i}] is {_short(value, 30)} ({_kind(value)}); this model is a regressor: "
+                "send the true value as a number"
+            )
     return request
 
 

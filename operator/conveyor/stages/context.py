@@ -7,7 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conveyor.artifacts.layout import Champion, StageResult, read_champion, write_champion
+from conveyor.artifacts import champion as champions
+from conveyor.artifacts.champion import ChampionState
+from conveyor.artifacts.layout import Champion, StageResult
 from conveyor.artifacts.store import Store, open_store
 from conveyor.engine.invocation import ArtifactRef, StageInvocation
 from conveyor.errors import ConveyorError
@@ -75,8 +77,11 @@ class StageContext:
     def pipeline_key(self, name: str) -> str:
         return f"{self.inv.namespace}/{self.inv.pipeline}/{name}"
 
-    def champion(self) -> Champion | None:
-        return read_champion(self.store, self.inv.namespace, self.inv.pipeline)
+    def champion(self) -> ChampionState:
+        """The pipeline's champion as it is now, with the token `promote` must still find."""
+        return champions.current(self.store, self.inv.namespace, self.inv.pipeline)
 
-    def promote(self, champion: Champion) -> None:
-        write_champion(self.store, self.inv.namespace, self.inv.pipeline, champion)
+    def promote(self, state: ChampionState, champion: Champion) -> bool:
+        """Make `champion` the champion if the champion is still `state`'s (compare and swap);
+        False when another run promoted meanwhile: read it again and decide again."""
+        return champions.promote(self.store, self.inv.namespace, self.inv.pipeline, state, champion)

@@ -1,8 +1,10 @@
-"""evaluate: metrics on the held-out set, the gate, champion comparison, promotion, profile."""
+"""evaluate: metrics on the held-out set, the gate (one condition or several), the champion
+comparison, promotion (a compare-and-swap on the champion, `artifacts.champion`), profile."""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +21,7 @@ from conveyor.stages.profile import profile_table
 from conveyor.stages.tables import read_table
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+Test = tuple[pd.DataFrame, pd.Series]  # this run's held-out features and target
 
 
 def score(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:
@@ -55,29 +58,86 @@ def better(metric: str, new: float, old: float, margin: float) -> bool:
 def decide(
     opts: EvaluateOptions, metrics: dict[str, float], task: str, champion_score: float | None
 ) -> tuple[bool, str]:
-    """(passed, why) for the gate and the champion comparison."""
-    if opts.gate is None:
+    """(passed, why) for the gate's conditions (all must hold) and the champion comparison,
+    which is on the first condition's metric."""
+    gates = opts.gates
+    if not gates:
         return True, "no gate"
-    gate = opts.gate
     known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-    if gate.metric not in metrics:
-        raise StageError(
-            f"gate metric {gate.metric!r} is not measured for {task}; use one of " + ", ".join(known)
-        )
-    value = metrics[gate.metric]
-    if gate.min is not None and value < gate.min:
-        return False, f"{gate.metric} {value:.4f} < min {gate.min}"
-    if gate.max is not None and value > gate.max:
-        return False, f"{gate.metric} {value:.4f} > max {gate.max}"
-    why = f"{gate.metric} {value:.4f} passes the gate"
+    for gate in gates:
+        if gate.metric not in metrics:
+            raise StageError(
+                f"gate metric {gate.metric!r} is not measured for {task}; use one of " + ", ".join(known)
+            )
+    failed = []
+    for gate in gates:
+        value = metrics[gate.metric]
+        if gate.min is not None and value < gate.min:
+            failed.append(f"{gate.metric} {value:.4f} < min {gate.min}")
+        if gate.max is not None and value > gate.max:
+            failed.append(f"{gate.metric} {value:.4f} > max {gate.max}")
+    if failed:
+        return False, "; ".join(failed)
+    measured = " and ".join(f"{g.metric} {metrics[g.metric]:.4f}" for g in gates)
+    why = f"{measured} {'passes' if len(gates) == 1 else 'pass'} the gate"
+    primary = gates[0].metric
     if opts.compare_to == "champion" and champion_score is not None:
-        if not better(gate.metric, value, champion_score, opts.min_improvement):
+        value = metrics[primary]
+        if not better(primary, value, champion_score, opts.min_improvement):
             return False, (
-                f"{gate.metric} {value:.4f} does not beat the champion's "
+                f"{primary} {value:.4f} does not beat the champion's "
                 f"{champion_score:.4f} by {opts.min_improvement}"
             )
         why += f" and beats the champion's {champion_score:.4f}"
     return True, why
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    why: str
+    promoted: bool = False
+    version: int | None = None  # the champion version this model is, if it is one
+    champion_score: float | None = None
+
+
+# A promoter retries its swap each time another run promotes first: bounded by how many runs
+# promote at once, so this only stops a store whose champion never settles.
+MAX_SWAPS = 50
+
+
+def settle(ctx: StageContext, opts: EvaluateOptions, candidate: Champion, test: Test, task: str) -> Outcome:
+    """Decide against the champion current at commit time: read it, decide, and swap it for
+    the candidate only if it is still the one decided against; else read and decide again."""
+    passed, why = decide(opts, candidate.metrics, task, None)
+    if not passed or (not opts.promote and opts.compare_to is None):
+        return Outcome(passed, why)
+    scores: dict[str, float | None] = {}  # champion model digest -> its score on this test set
+    for _ in range(MAX_SWAPS):
+        state = ctx.champion()
+        champ = state.champion
+        if champ is not None and champ.model == candidate.model:
+            # the very file (this run's stage promoted it and was then retried, or a run
+            # resumed from this one): the champion stays as it is, no new version
+            mine = champ.run == ctx.inv.run
+            note = f"{why}; already the champion (version {champ.version}, run {champ.run})"
+            return Outcome(True, note, promoted=mine, version=champ.version)
+        champion_score = None
+        if champ is not None and opts.compare_to == "champion" and opts.gates:
+            if champ.model.sha256 not in scores:
+                scores[champ.model.sha256] = _champion_score(ctx, champ, *test, task, opts.gates[0].metric)
+            champion_score = scores[champ.model.sha256]
+        passed, why = decide(opts, candidate.metrics, task, champion_score)
+        if not (passed and opts.promote):
+            return Outcome(passed, why, champion_score=champion_score)
+        new = candidate.model_copy(update={"version": state.next_version, "promoted_at": datetime.now(UTC)})
+        if ctx.promote(state, new):
+            return Outcome(
+                True, f"{why}; promoted as version {new.version}", True, new.version, champion_score
+            )
+    raise StageError(
+        f"the champion changed {MAX_SWAPS} times while this stage was deciding; run the stage again"
+    )
 
 
 def run(ctx: StageContext) -> None:
@@ -94,12 +154,6 @@ def run(ctx: StageContext) -> None:
     for k, v in metrics.items():
         ctx.metric(k, v)
 
-    champion = ctx.champion() if opts.compare_to == "champion" else None
-    champion_score = None
-    if champion is not None and opts.gate is not None:
-        champion_score = _champion_score(ctx, champion, x, y, task, opts.gate.metric)
-    passed, why = decide(opts, metrics, task, champion_score)
-
     train = read_table(ctx.input_path("train"))
     x_train = train.drop(columns=[target])
     profile = profile_table(x_train, model.predict(x_train), opts.profile_bins)
@@ -107,23 +161,29 @@ def run(ctx: StageContext) -> None:
     profile_ref = ctx.write_json("profile", profile)
     ctx.write_json("metrics", metrics, filename="evaluation.json")
     ctx.passthrough("model")
-    promoted = passed and opts.promote
-    if promoted:
-        ctx.promote(
-            Champion(
-                run=ctx.inv.run,
-                model=model_ref,
-                profile=profile_ref,
-                metrics=metrics,
-                promoted_at=datetime.now(UTC),
-            )
-        )
+    candidate = Champion(
+        run=ctx.inv.run,
+        stage=ctx.inv.stage,
+        model=model_ref,
+        profile=profile_ref,
+        metrics=metrics,
+        promoted_at=datetime.now(UTC),
+    )
+    outcome = settle(ctx, opts, candidate, (x, y), task)
     ctx.write_json(
         "decision",
-        {"passed": passed, "promoted": promoted, "reason": why, "champion_score": champion_score},
+        {
+            "passed": outcome.passed,
+            "promoted": outcome.promoted,
+            "reason": outcome.why,
+            "champion_score": outcome.champion_score,
+            "version": outcome.version,
+            "run": ctx.inv.run,
+            "stage": ctx.inv.stage,
+        },
     )
-    ctx.metric("gate_passed", passed)
-    ctx.metric("promoted", promoted)
+    ctx.metric("gate_passed", outcome.passed)
+    ctx.metric("promoted", outcome.promoted)
 
 
 def _champion_score(

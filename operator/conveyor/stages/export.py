@@ -40,9 +40,7 @@ class Parity:
 def numeric_features(x: pd.DataFrame) -> list[str]:
     """The columns fed as float32 (as the transform stage splits them: numbers, not booleans)."""
     return [
-        c
-        for c in x.columns
-        if pd.api.types.is_numeric_dtype(x[c]) and not pd.api.types.is_bool_dtype(x[c])
+        c for c in x.columns if pd.api.types.is_numeric_dtype(x[c]) and not pd.api.types.is_bool_dtype(x[c])
     ]
 
 

@@ -19,7 +19,7 @@ from conveyor.contract import INVOCATION_ENV, TERMINATION_LOG_ENV, TERMINATION_L
 from conveyor.engine.invocation import StageInvocation
 from conveyor.stages.context import StageContext, StageError
 
-BUILTINS = ("ingest", "validate", "transform", "train", "evaluate")
+BUILTINS = ("ingest", "validate", "transform", "train", "evaluate", "predict")
 MAX_MESSAGE = 4000  # Kubernetes keeps 4096 bytes of a termination message
 
 

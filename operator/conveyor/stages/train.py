@@ -1,15 +1,17 @@
-"""train: fit preprocessor + estimator as one Pipeline, optionally tuned by CV search."""
+"""train: fit preprocessor + estimator as one Pipeline, optionally tuned by a CV search
+(grid, random or bayes: stages/search.py)."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from conveyor.api.stages import SearchOptions, TrainOptions
+from conveyor.api.stages import TrainOptions
 from conveyor.artifacts.models import MEDIA_TYPE, load_model, save_model
 from conveyor.errors import UserError
 from conveyor.stages.context import StageContext, StageError
 from conveyor.stages.export import export_onnx
+from conveyor.stages.search import run_search
 from conveyor.stages.tables import read_table
 
 
@@ -24,34 +26,6 @@ def make_estimator(path: str, params: dict[str, Any]) -> Any:
         return cls(**params)
     except TypeError as err:
         raise StageError(f"invalid params for {path}: {err}") from None
-
-
-def _search(ctx: StageContext, model: Any, s: SearchOptions, x: Any, y: Any) -> Any:
-    """The best pipeline of a CV search over the estimator's parameters, recorded in `ctx`."""
-    from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
-
-    space = {f"model__{k}": v for k, v in s.space.items()}
-    common: dict[str, Any] = {
-        "cv": s.cv,
-        "scoring": s.scoring,
-        "n_jobs": s.n_jobs,
-        "refit": True,
-    }
-    search = (
-        GridSearchCV(model, space, **common)
-        if s.type == "grid"
-        else RandomizedSearchCV(model, space, n_iter=s.n_iter, random_state=s.random_state, **common)
-    )
-    try:
-        search.fit(x, y)
-    except ValueError as err:
-        raise StageError(f"search failed: {err}") from None
-    model = search.best_estimator_
-    ctx.metric("cv_best_score", search.best_score_)
-    ctx.metric("candidates", len(search.cv_results_["params"]))
-    best = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
-    ctx.write_json("search", {"best_params": best, "best_score": search.best_score_})
-    return model
 
 
 def run(ctx: StageContext) -> None:
@@ -71,7 +45,7 @@ def run(ctx: StageContext) -> None:
         raise StageError(str(err)) from None
     model = Pipeline([("preprocess", clone(pre)), ("model", make_estimator(opts.estimator, opts.params))])
     if opts.search:
-        model = _search(ctx, model, opts.search, x, y)
+        model = run_search(ctx, model, opts.search, x, y)
     else:
         try:
             model.fit(x, y)

@@ -193,14 +193,17 @@ async def test_a_model_that_never_becomes_ready_leaves_the_old_one_serving(
     await wait_for(lambda: serving(kube, ns, good["uri"]), 120, "the good model to serve")
     old = await wait_for(lambda: only_pod(kube, ns), 30, "one ready pod")
 
-    # A model that fails its gate (so it is not promoted), its file changed after training,
-    # then made the champion: `conveyor serve` refuses a file whose digest is not the recorded one.
+    # A model that fails its gate (so it is not promoted), its files (model.skops and the
+    # model.onnx the server prefers) changed after training, then made the champion:
+    # `conveyor serve` refuses a file whose digest is not the recorded one.
     bad_run = await train(pipeline, tmp_path, "c=0.05", "min-accuracy=1.01")
     bad = bad_run["model"]
     assert bad["promoted"] is False
     store = S3Store(s3["bucket"], "conveyor")
     key = store.key(bad["uri"])
     store.write_bytes(key, store.read_bytes(key) + b"\0", "application/x-skops")
+    onnx = key.rpartition("/")[0] + "/model.onnx"
+    store.write_bytes(onnx, store.read_bytes(onnx) + b"\0", "application/onnx")
     ref = ArtifactRef(uri=bad["uri"], sha256=bad["sha256"], bytes=1)
     champion = layout.Champion(run=bad_run["run"], model=ref, promoted_at=datetime.now(UTC))
     layout.write_champion(store, ns, PIPELINE, champion)

@@ -12,7 +12,7 @@ from conveyor.api.pipeline import Pipeline
 from conveyor.cli import _pipeline_store, build_parser, main
 from tests.conftest import EXAMPLES
 
-COMMANDS = ["run", "validate", "crds", "stage", "render", "serve", "operator", "runs", "show"]
+COMMANDS = ["run", "validate", "crds", "stage", "render", "serve", "operator", "runs", "show", "models"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conveyor.serving.drift import feature_drift
+from conveyor.drift import feature_drift
 from conveyor.serving.monitor import PREDICTION, DriftMonitor
 from conveyor.stages.profile import categorical_profile, numeric_profile
 

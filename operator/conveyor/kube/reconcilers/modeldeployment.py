@@ -1,7 +1,7 @@
 """Reconciling a ModelDeployment, as glue: get it, observe (the model to serve, the Deployment,
-the Service; drift and the recent retraining runs only when the plan asks for them), plan
-(`engine.modeldeployments.plan_model_deployment`, where the rollout, rollback, drift and
-retraining policy lives), apply, write the status, post the events."""
+the Service; drift, live quality and the recent retraining runs only when the plan asks for
+them), plan (`engine.modeldeployments.plan_model_deployment`, where the rollout, rollback,
+drift, live-quality and retraining policy lives), apply, write the status, post the events."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from conveyor.api.common import S3Store
 from conveyor.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from conveyor.api.pipeline import Pipeline
 from conveyor.artifacts import layout
+from conveyor.artifacts.champion import read_version
 from conveyor.contract import DEPLOYMENT_LABEL, MODEL_ANNOTATION
 from conveyor.engine.modeldeployments import (
     UNOBSERVED,
@@ -22,6 +23,7 @@ from conveyor.engine.modeldeployments import (
     InvalidSpec,
     Need,
     NoModel,
+    Quality,
     parse_spec,
     plan_model_deployment,
     recent_retrains,
@@ -53,6 +55,7 @@ from conveyor.kube.manifests import (
     desired_triggered_run,
     model_server_name,
 )
+from conveyor.kube.quality import QualityReader, quality_reader
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 
@@ -69,9 +72,11 @@ class ModelDeploymentReconciler:
         stores: StoreResolver,
         drift: DriftReader | None = None,
         clock: Callable[[], datetime] = utcnow,
+        quality: QualityReader | None = None,
     ) -> None:
         self.kube, self.settings, self.stores, self.clock = kube, settings, stores, clock
         self.read_drift = drift or drift_reader(kube, settings)
+        self.read_quality = quality or quality_reader(kube, settings)
 
     async def reconcile(self, namespace: str, name: str) -> None:
         """One pass. Not re-entrant per object: the controller's per-key queue runs one
@@ -91,6 +96,9 @@ class ModelDeploymentReconciler:
         planned = plan(facts)
         if planned.needs is Need.DRIFT:
             facts = replace(facts, drift=await self.read_drift(namespace, name))
+            planned = plan(facts)
+        if planned.needs is Need.QUALITY:
+            facts = replace(facts, quality=await self._quality(spec, namespace, name))
             planned = plan(facts)
         if planned.needs is Need.RECENT_RETRAINS:
             facts = replace(facts, recent_retrains=await self._recent_retrains(namespace, name, now))
@@ -133,6 +141,16 @@ class ModelDeploymentReconciler:
             )
             raise InvalidResource([problem])
         store, s3 = self.stores.for_pipeline(Pipeline.model_validate(raw).spec)
+        if source.version is not None:  # pinned: that version, whatever the champion is now
+            pinned = await asyncio.to_thread(read_version, store, namespace, pipeline, source.version)
+            if pinned is None:
+                problem = Problem(
+                    "spec.model.version",
+                    f"pipeline {pipeline!r} has no model version {source.version}",
+                    f"pick one `conveyor models {pipeline}` lists, or remove version to follow the champion",
+                )
+                raise InvalidResource([problem])
+            return ModelRef(pinned.model.uri, pinned.model.sha256, pinned.run), s3
         champion = await asyncio.to_thread(layout.read_champion, store, namespace, pipeline)
         if champion is None:
             problem = Problem(
@@ -142,6 +160,15 @@ class ModelDeploymentReconciler:
             )
             raise InvalidResource([problem])
         return ModelRef(champion.model.uri, champion.model.sha256, champion.run), s3
+
+    async def _quality(
+        self, spec: ModelDeploymentSpec | InvalidSpec, namespace: str, name: str
+    ) -> Quality | None:
+        """The live metric `spec.monitoring.performance` names, as the model server reports it."""
+        monitoring = spec.monitoring if isinstance(spec, ModelDeploymentSpec) else None
+        if monitoring is None or monitoring.performance is None:
+            return None
+        return await self.read_quality(namespace, name, monitoring.performance.metric)
 
     async def _recent_retrains(self, namespace: str, name: str, now: datetime) -> int:
         runs = await self.kube.list(PIPELINERUNS, namespace, {DEPLOYMENT_LABEL: label_value(name)})
@@ -170,7 +197,7 @@ class ModelDeploymentReconciler:
                 plan.retrain.name,
                 namespace,
                 spec.retrain.pipeline_ref,
-                "drift",
+                plan.retrain.trigger,
                 spec.retrain.params,
                 deployment=name,
                 reason=plan.retrain.reason,

@@ -15,6 +15,7 @@ from conveyor.api.common import Reason
 from conveyor.api.pipeline import Pipeline, PipelineSpec
 from conveyor.api.pipelinerun import FINISHED_RUN_PHASES, PipelineRun, PipelineRunStatus, RunPhase
 from conveyor.artifacts.layout import StageResult
+from conveyor.contract import TRIGGER_LABEL
 from conveyor.engine.admission import RunSummary, admit
 from conveyor.engine.patches import status_patch
 from conveyor.engine.planner import RunPlan, admitted, refused, waiting
@@ -86,6 +87,7 @@ class PipelineRunReconciler:
             ctx = RunContext(
                 spec, pipeline, namespace, name, store, run.spec.params,
                 version=self.version, known=self._known(namespace, name, uid),
+                trigger=(run.metadata.labels or {}).get(TRIGGER_LABEL, "manual"),
             )  # fmt: skip
         except InvalidResource as err:
             message = "; ".join(map(str, err.problems))

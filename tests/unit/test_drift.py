@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conveyor.serving.drift import (
+from conveyor.drift import (
     _psi,
     categorical_chi2,
     categorical_psi,

@@ -8,6 +8,10 @@ A window stores what these statistics need and nothing more: float64 values (NaN
 for a numeric feature, and for a categorical one a small integer code per value
 (`category_codes`): the index of its category in the profile, `len(categories)` for any other
 value, `MISSING` for None. The statistics of a list of values and of its codes are identical.
+
+The model server's drift window (`serving/monitor.py`) and the batch `predict` stage both use
+these functions, so a batch and live traffic are judged alike; hence this module sits at the
+bottom of the layers, beside `contract` and `errors`.
 """
 
 from __future__ import annotations
