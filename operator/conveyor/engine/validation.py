@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,11 +73,40 @@ def check_document(doc: Mapping[str, Any]) -> list[Problem]:
         obj = KINDS[kind].model_validate(doc)
     except ValidationError as err:
         return pydantic_problems(err, "")
+    meta = doc.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    named = check_name(str(meta.get("name") or ""), generated=bool(meta.get("generateName")))
+    if named:
+        return named
     if isinstance(obj, Pipeline):
         return check_pipeline_spec(obj.spec, "spec")
     if isinstance(obj, PipelineRun) and obj.spec.pipeline_spec is not None:
         problems = check_pipeline_spec(obj.spec.pipeline_spec, "spec.pipelineSpec")
         return problems + check_run_params(obj.spec.pipeline_spec, obj.spec.params)
+    return []
+
+
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_NAME = 253
+
+
+def check_name(name: str, generated: bool = False) -> list[Problem]:
+    """`metadata.name` as Kubernetes accepts it (a DNS-1123 subdomain): the name is also a
+    folder of the store, so `a/b` or `../x` would hide or escape runs. Empty only when the
+    document asks for a generated name."""
+    if not name:
+        if generated:
+            return []
+        return [Problem("metadata.name", "missing", "name the resource, e.g. metadata.name: my-pipeline")]
+    if len(name) > MAX_NAME or not DNS1123_SUBDOMAIN.match(name):
+        return [
+            Problem(
+                "metadata.name",
+                f"{name[:80]!r} is not a valid name ({len(name)} characters)",
+                f"use at most {MAX_NAME} lowercase letters, digits, '-' and '.', starting and "
+                "ending with a letter or digit (a DNS-1123 subdomain, as Kubernetes requires)",
+            )
+        ]
     return []
 
 

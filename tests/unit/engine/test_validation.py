@@ -171,3 +171,30 @@ def test_inline_run_spec_is_checked_with_its_path() -> None:
 
 def test_unknown_kind() -> None:
     assert check_document({"kind": "Pipe"})[0].path == "kind"
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        pytest.param("breast-cancer", True, id="plain"),
+        pytest.param("team.breast-cancer", True, id="dotted"),
+        pytest.param("a" * 253, True, id="253-characters"),
+        pytest.param("../x", False, id="escapes-the-store"),
+        pytest.param("a/b", False, id="a-sub-folder"),
+        pytest.param("a" * 300, False, id="300-characters"),
+        pytest.param("Breast", False, id="uppercase"),
+        pytest.param("-x", False, id="leading-dash"),
+        pytest.param("", False, id="missing"),
+    ],
+)
+def test_metadata_name_is_a_dns_subdomain(name: str, ok: bool) -> None:
+    problems = check_document(mutate("metadata/name", name))
+    assert (problems == []) is ok
+    if not ok:
+        assert [p.path for p in problems] == ["metadata.name"]
+        assert "DNS-1123" in problems[0].fix or "name the resource" in problems[0].fix
+
+
+def test_a_generated_name_may_be_empty() -> None:
+    doc = mutate("metadata", {"generateName": "p-"})
+    assert check_document(doc) == []
