@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conveyor import __version__
+from conveyor.cli_approval import add_approval_commands
 from conveyor.cli_cluster import cmd_operator, cmd_render, cmd_serve
 from conveyor.cli_errors import CliError
 from conveyor.contract import INVOCATION_ENV
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local_commands(add)
     _add_cluster_commands(add)
     _add_store_commands(add)
+    add_approval_commands(add, DEFAULT_STORE)
     return parser
 
 

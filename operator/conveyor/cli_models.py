@@ -1,5 +1,5 @@
 """`conveyor models PIPELINE`: a pipeline's promoted model versions; and the model part of
-`conveyor show` (its version and the hyperparameters it was trained with)."""
+`conveyor show` (its version, its approval, the hyperparameters it was trained with)."""
 
 from __future__ import annotations
 
@@ -111,6 +111,12 @@ def print_model_details(console: Console, store: Store, record: RunRecord) -> No
     if record.model.version is not None:
         note = "promoted by this run" if record.model.promoted else "promoted earlier"
         console.print(f"  version: {record.model.version} ({note}; `conveyor models {record.pipeline}`)")
+    model = record.model
+    if model.approval == "Pending":
+        console.print(f"  approval: Pending (`conveyor approve {record.run}` or `conveyor reject`)")
+    elif model.approval is not None:
+        why = f": {model.approval_reason}" if model.approval_reason else ""
+        console.print(f"  approval: {model.approval} by {model.approved_by or 'someone'}{why}")
     chosen = hyperparameters(store, record)
     if chosen:
         console.print("  hyperparameters: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))

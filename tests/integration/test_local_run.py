@@ -357,6 +357,16 @@ def test_resume_from_reuses_successful_stages(tmp_path: Path) -> None:
     assert resumed["resumedFrom"] == failed["run"]
 
 
+def test_resume_from_an_unknown_run_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path, [py_stage("first", "print('first')")])
+    store = tmp_path / "s"
+    proc = conveyor("run", str(path), "--store", str(store), "--resume-from", "no-such-run", check=False)
+    assert proc.returncode != 0
+    assert "--resume-from no-such-run: pipeline" in proc.stderr and "has no such run" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(store.rglob("run.json"))  # nothing ran, nothing was recorded
+
+
 @pytest.mark.slow
 def test_runs_and_show_list_the_store(tmp_path: Path) -> None:
     store = tmp_path / "store"

@@ -66,6 +66,9 @@ class Reason(StrEnum):
     ROLLING_OUT = "RollingOut"
     ROLLOUT_FAILED = "RolloutFailed"
     AVAILABLE = "Available"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
 
 
 class Condition(Status):

@@ -129,6 +129,7 @@ KINDS: dict[str, dict[str, Any]] = {
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
             {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+            {"name": "Approval", "type": "string", "jsonPath": ".status.model.approval"},
             {
                 "name": "Reason",
                 "type": "string",

@@ -81,7 +81,14 @@ class ConcurrencyPolicy(StrEnum):
 class PipelineSpec(Model):
     params: list[Param] = Field(default_factory=list)
     artifacts: ArtifactStore | None = None
-    schedule: str | None = Field(default=None, description="Cron schedule creating runs.")
+    schedule: str | None = Field(
+        default=None,
+        description="Cron schedule creating runs, as a CronJob takes it: five fields or a macro "
+        "(@hourly, @daily, @weekly, @monthly, @yearly).",
+    )
+    time_zone: str | None = Field(
+        default=None, description="IANA time zone the schedule is read in, e.g. Europe/Paris (default UTC)."
+    )
     concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
     max_concurrent_runs: int | None = Field(default=None, ge=1)
     history_limit: int | None = Field(default=None, ge=0, description="Finished runs kept.")

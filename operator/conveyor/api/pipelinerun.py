@@ -11,8 +11,8 @@ from pydantic import ConfigDict, Field, model_validator
 from conveyor.api.common import Condition, Dns1123Label, Model, Object, Status, exactly_one
 from conveyor.api.pipeline import PipelineSpec
 
-# Every spec field but `cancelled` is immutable; the rule is generated from this list so
-# that adding a field cannot silently make it mutable.
+# Every spec field but `cancelled` and `approval` (set once) is immutable; the rule is
+# generated from this list so that adding a field cannot silently make it mutable.
 IMMUTABLE_RUN_FIELDS = ("pipelineRef", "pipelineSpec", "params", "resumeFrom", "timeoutSeconds")
 
 
@@ -31,6 +31,33 @@ class ResumeFrom(Model):
     run: Dns1123Label = Field(description="Earlier run whose successful stages are reused.")
 
 
+class Approval(Model):
+    """A human's decision on a model that waits for approval (the evaluate stage's
+    `promotion: Manual`). Set once: the API server refuses to change or remove it, so the run
+    object (with the audit log and managedFields) says who decided what."""
+
+    model_config = ConfigDict(  # merged with Model's
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.decision != 'Reject' || (has(self.reason) && size(self.reason) > 0)",
+                    "message": "a rejection needs a reason: set spec.approval.reason",
+                }
+            ]
+        },
+    )
+
+    decision: Literal["Approve", "Reject"]
+    by: str = Field(min_length=1, max_length=253, description="Who decided (recorded with the model).")
+    reason: str = Field(default="", max_length=1024, description="Why; required to reject.")
+
+    @model_validator(mode="after")
+    def _reasoned(self) -> Approval:
+        if self.decision == "Reject" and not self.reason:
+            raise ValueError("a rejection needs a reason: set spec.approval.reason")
+        return self
+
+
 class PipelineRunSpec(Model):
     model_config = ConfigDict(  # merged with Model's
         json_schema_extra={
@@ -39,6 +66,11 @@ class PipelineRunSpec(Model):
                     "rule": _immutable_rule(IMMUTABLE_RUN_FIELDS),
                     "message": "a PipelineRun's spec is immutable except `cancelled`; "
                     "create a new run (use resumeFrom to reuse this one's stages)",
+                },
+                {
+                    "rule": "!has(oldSelf.approval) "
+                    "|| (has(self.approval) && self.approval == oldSelf.approval)",
+                    "message": "spec.approval is set once: a decision cannot be changed or withdrawn",
                 },
                 {
                     "rule": "has(self.pipelineRef) != has(self.pipelineSpec)",
@@ -54,6 +86,11 @@ class PipelineRunSpec(Model):
     resume_from: ResumeFrom | None = None
     timeout_seconds: int | None = Field(default=None, ge=1, description="Whole-run limit.")
     cancelled: bool = Field(default=False, description="Set true to cancel the run.")
+    approval: Approval | None = Field(
+        default=None,
+        description="Approve or reject the model that waits for approval (status.model.approval "
+        "Pending); set once.",
+    )
 
     @model_validator(mode="after")
     def _one_pipeline(self) -> PipelineRunSpec:
@@ -109,6 +146,12 @@ class ModelRecord(Status):
     hyperparameters: dict[str, str] = Field(
         default_factory=dict, description="Estimator parameters it was trained with (JSON values)."
     )
+    approval: Literal["Pending", "Approved", "Rejected"] | None = Field(
+        default=None, description="With promotion: Manual: whether a human has decided on it."
+    )
+    approved_by: str = Field(default="", description="Who approved or rejected it.")
+    approval_reason: str = Field(default="", description="Why it was rejected (or approved).")
+    approval_time: datetime | None = None
 
 
 class PipelineRunStatus(Status):

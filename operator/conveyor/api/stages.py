@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -238,7 +238,21 @@ class EvaluateOptions(Model):
     compare_to: Literal["champion"] | None = None
     min_improvement: float = 0.0
     promote: bool = True
+    promotion: Literal["Auto", "Manual"] = Field(
+        default="Auto",
+        description="Auto: a model that passes is promoted at once. Manual: it waits for a human "
+        "(`conveyor approve RUN`, or the PipelineRun's spec.approval) and the run shows AwaitingApproval.",
+    )
     profile_bins: int = Field(default=10, ge=2, le=100)
+
+    # metrics where a smaller value is the better model
+    LOWER_IS_BETTER: ClassVar[frozenset[str]] = frozenset({"rmse", "mae"})
+
+    def beats(self, metric: str, new: float, old: float) -> bool:
+        """Whether `new` beats `old` on `metric` by this stage's minImprovement (pure, so the
+        operator can compare recorded metrics when a human approves, without loading a model)."""
+        margin = self.min_improvement
+        return new <= old - margin if metric in self.LOWER_IS_BETTER else new >= old + margin
 
     @field_validator("gate", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from conveyor.artifacts.layout import JSON, Champion, champion_key
+from conveyor.artifacts.layout import CHAMPION_FIX, JSON, Champion, CorruptRecord, champion_key
 from conveyor.artifacts.store import Store, StoreError
 
 VERSIONS = "_versions"
@@ -48,7 +48,13 @@ def current(store: Store, namespace: str, pipeline: str) -> ChampionState:
     if found is None:
         return ChampionState(None, None)
     data, token = found
-    return ChampionState(Champion.model_validate_json(data), token)
+    try:
+        return ChampionState(Champion.model_validate_json(data), token)
+    except ValidationError as err:
+        where = store.uri(champion_key(namespace, pipeline))
+        raise CorruptRecord(
+            f"{where} is not a valid champion record ({err.errors()[0]['msg']}); {CHAMPION_FIX}"
+        ) from None
 
 
 def promote(store: Store, namespace: str, pipeline: str, state: ChampionState, new: Champion) -> bool:

@@ -15,9 +15,10 @@ the store root, the run and the stage of an artifact's URI (a model's, say), and
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -26,8 +27,11 @@ from conveyor.api.pipelinerun import ModelRecord, StageStatus
 from conveyor.artifacts.store import Store, StoreError
 from conveyor.artifacts.uri import StoreURI
 from conveyor.engine.invocation import ArtifactRef
+from conveyor.errors import UserError
 
 JSON = "application/json"
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 
 class StageResult(BaseModel):
@@ -175,11 +179,44 @@ def _write_json(store: Store, key: str, value: Any) -> ArtifactRef:
     return store.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode(), JSON)
 
 
-def _read_json(store: Store, key: str) -> Any | None:
+class CorruptRecord(UserError):
+    """A record of the store that does not parse: the message names the file and what to do."""
+
+
+CHAMPION_FIX = (
+    "restore it from the newest file under _versions/ beside it, or delete it to start afresh "
+    "(the next model that passes its gate becomes the champion)"
+)
+
+
+def _read_json(store: Store, key: str, fix: str = "") -> Any | None:
+    """The JSON at `key`, None when there is none; CorruptRecord (saying `fix`) when it does
+    not parse."""
     try:
-        return json.loads(store.read_bytes(key))
+        data = store.read_bytes(key)
     except StoreError:
         return None
+    try:
+        return json.loads(data)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise CorruptRecord(
+            f"{store.uri(key)} is not valid JSON ({err})" + (f"; {fix}" if fix else "")
+        ) from None
+
+
+def _read_model(store: Store, key: str, model: type[M], fix: str) -> M | None:
+    """`_read_json` validated as `model`; a record that is not one is a CorruptRecord saying `fix`."""
+    raw = _read_json(store, key, fix)
+    if raw is None:
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "(the whole record)"
+        raise CorruptRecord(
+            f"{store.uri(key)} is not a valid record: {where}: {problem['msg']}; {fix}"
+        ) from None
 
 
 def commit_result(store: Store, prefix: str, result: StageResult) -> None:
@@ -189,21 +226,23 @@ def commit_result(store: Store, prefix: str, result: StageResult) -> None:
 
 
 def read_result(store: Store, prefix: str) -> StageResult | None:
-    raw = _read_json(store, f"{prefix}/outputs.json")
+    """A stage's committed result; None when there is none or it does not parse (the stage did
+    not commit: it runs again and writes a good one)."""
     try:
+        raw = _read_json(store, f"{prefix}/outputs.json")
         return None if raw is None else StageResult.model_validate(raw)
-    except ValidationError:
+    except (CorruptRecord, ValidationError):
         return None
 
 
 def cache_lookup(store: Store, key: str) -> StageResult | None:
     """A reusable result for this cache key, only if every output still matches its digest."""
-    raw = _read_json(store, cache_pointer_key(key))
-    if raw is None:
-        return None
-    try:
+    try:  # a pointer that does not parse is a miss: the stage runs and records a good one
+        raw = _read_json(store, cache_pointer_key(key))
+        if raw is None:
+            return None
         result = StageResult.model_validate(raw)
-    except ValidationError:
+    except (CorruptRecord, ValidationError):
         return None
     return result if all(store.verify(ref) for ref in result.outputs.values()) else None
 
@@ -226,8 +265,7 @@ def champion_key(namespace: str, pipeline: str) -> str:
 
 
 def read_champion(store: Store, namespace: str, pipeline: str) -> Champion | None:
-    raw = _read_json(store, champion_key(namespace, pipeline))
-    return None if raw is None else Champion.model_validate(raw)
+    return _read_model(store, champion_key(namespace, pipeline), Champion, CHAMPION_FIX)
 
 
 def write_champion(store: Store, namespace: str, pipeline: str, champion: Champion) -> None:
@@ -242,15 +280,21 @@ def write_run_record(store: Store, record: RunRecord) -> ArtifactRef:
 
 
 def read_run_record(store: Store, namespace: str, pipeline: str, run: str) -> RunRecord | None:
-    raw = _read_json(store, RunPath(namespace, pipeline, run).record_key)
-    return None if raw is None else RunRecord.model_validate(raw)
+    key = RunPath(namespace, pipeline, run).record_key
+    return _read_model(store, key, RunRecord, "delete the run's folder, or restore run.json")
 
 
 def list_run_records(store: Store) -> list[RunRecord]:
+    """Every run record of the store, oldest first; one that does not parse is left out with a
+    warning naming it (one broken file must not hide all the runs)."""
     records = []
     for key in store.list(""):
         if RunPath.from_record_key(key) is not None:
-            raw = _read_json(store, key)
-            if raw is not None:
-                records.append(RunRecord.model_validate(raw))
+            try:
+                record = _read_model(store, key, RunRecord, "")
+            except CorruptRecord as err:
+                log.warning("skipping %s", err)
+                continue
+            if record is not None:
+                records.append(record)
     return sorted(records, key=lambda r: r.start_time)

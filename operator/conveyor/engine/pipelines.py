@@ -111,7 +111,7 @@ def _schedule(
     reconcile whose status write was lost) is done."""
     assert spec.schedule is not None
     last = datetime.fromisoformat(previous.last_schedule_time) if previous.last_schedule_time else None
-    due = due_time(spec.schedule, last, now)
+    due = due_time(spec.schedule, last, now, spec.time_zone)
     if due is None:
         return _Schedule(previous.last_schedule_time or now.isoformat())
     run = run_name_for(name, due)

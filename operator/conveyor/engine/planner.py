@@ -237,3 +237,40 @@ def admitted(previous: PipelineRunStatus, now: datetime) -> PipelineRunStatus:
     return previous.model_copy(
         update={"phase": RunPhase.RUNNING, "start_time": previous.start_time or now}, deep=True
     )
+
+
+# after the run: a model that awaits a human's approval ---------------------------------------
+AWAITING_APPROVAL = "AwaitingApproval"
+
+
+def plan_approval(status: PipelineRunStatus, generation: int | None, now: datetime) -> RunPlan:
+    """The AwaitingApproval condition from the run's model (`promotion: Manual`): True while it
+    is Pending, False with the reason Approved or Rejected once a human decided, absent when no
+    approval was asked for; an event when the reason changes."""
+    model = status.model
+    if model is None or model.approval is None:
+        return RunPlan(status=status)
+    if model.approval == "Pending":
+        cond = Condition(
+            type=AWAITING_APPROVAL,
+            status="True",
+            reason=Reason.AWAITING_APPROVAL,
+            message=f"{model.decision}; approve or reject it by setting spec.approval "
+            '(e.g. {"decision": "Approve", "by": "<you>"})',
+            observed_generation=generation,
+        )
+    else:
+        reason = Reason.APPROVED if model.approval == "Approved" else Reason.REJECTED
+        cond = Condition(
+            type=AWAITING_APPROVAL,
+            status="False",
+            reason=reason,
+            message=model.decision,
+            observed_generation=generation,
+        )
+    before = next((c for c in status.conditions if c.type == AWAITING_APPROVAL), None)
+    out = status.model_copy(deep=True)
+    out.observed_generation = generation
+    out.conditions = set_condition(out.conditions, cond, now)
+    changed = before is None or before.reason != cond.reason
+    return RunPlan(status=out, events=[(cond.reason, cond.message)] if changed else [])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -16,6 +15,7 @@ from conveyor.api.pipelinerun import PipelineRun
 from conveyor.api.stages import BUILTIN_OPTIONS, CLASSIFICATION_METRICS, REGRESSION_METRICS
 from conveyor.engine.dag import find_cycle
 from conveyor.engine.params import UnresolvedParam, references, substitute
+from conveyor.engine.schedule import ScheduleError, normalize, zone
 from conveyor.errors import UserError
 
 KINDS: dict[str, type[BaseModel]] = {
@@ -214,27 +214,23 @@ def _task_upstream(spec: PipelineSpec, name: str) -> tuple[str, str] | None:
     return None
 
 
-# Any instant will do: the expression is only parsed here (keeps validation free of clock reads).
-_CRON_PARSE_START = datetime(2000, 1, 1, tzinfo=UTC)
-
-
 def _check_schedule(spec: PipelineSpec, prefix: str) -> list[Problem]:
-    if spec.schedule is None:
-        return []
-
-    from cronsim import CronSim, CronSimError
-
-    try:
-        CronSim(spec.schedule, _CRON_PARSE_START)
-    except CronSimError as err:
-        return [
-            Problem(
-                f"{prefix}.schedule",
-                f"invalid cron expression: {err}",
-                "use five fields, e.g. '0 3 * * *'",
+    """The schedule and its time zone as a CronJob would take them (`engine/schedule.py`)."""
+    problems = []
+    if spec.schedule is not None:
+        try:
+            normalize(spec.schedule)
+        except ScheduleError as err:
+            fix = "use five fields, e.g. '0 3 * * *', or a macro such as @daily"
+            problems.append(Problem(f"{prefix}.schedule", f"invalid cron expression: {err}", fix))
+    if spec.time_zone is not None:
+        try:
+            zone(spec.time_zone)
+        except ScheduleError as err:
+            problems.append(
+                Problem(f"{prefix}.timeZone", str(err), "e.g. UTC, Europe/Paris, America/New_York")
             )
-        ]
-    return []
+    return problems
 
 
 def _check_stage(stage: dict[str, Any], declared: dict[str, str], prefix: str) -> list[Problem]:

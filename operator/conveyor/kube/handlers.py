@@ -54,7 +54,11 @@ def _needs_a_look(type: str | None, body: kopf.Body) -> bool:
 # schedules, drift) are the controller's requeues, set after each reconcile.
 @kopf.on.event(GROUP, VERSION, "pipelineruns")
 async def pipelinerun_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    if body.get("status", {}).get("phase") in FINISHED_RUN_PHASES:
+    status = body.get("status") or {}
+    decided = (status.get("model") or {}).get("approval") == "Pending" and (body.get("spec") or {}).get(
+        "approval"
+    )  # a finished run's model waits for approval, and a human has just decided on it
+    if status.get("phase") in FINISHED_RUN_PHASES and not decided:
         return
     if _needs_a_look(type, body):  # cancelling changes the spec, so the generation
         await memo["controller"].kick_run(body.metadata.namespace or "default", body.metadata.name)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.api.pipelinerun import PipelineRunStatus
-from conveyor.artifacts.layout import RunRecord
+from conveyor.artifacts.layout import RunRecord, read_run_record
 from conveyor.artifacts.store import Store
 from conveyor.engine.planner import RunPlan
+from conveyor.errors import UserError
 from conveyor.local.launcher import ProcessLauncher
 from conveyor.local.processes import ProcessStarter
 from conveyor.runs.advance import RunInputs, advance
@@ -57,6 +58,14 @@ class LocalRun:
             base_dir=self.base_dir,
         )
         self.workdir = Path.home() / ".cache" / "conveyor" / "logs" / self.run
+        if (
+            self.resume_from
+            and read_run_record(self.store, self.namespace, self.pipeline, self.resume_from) is None
+        ):
+            raise UserError(
+                f"--resume-from {self.resume_from}: pipeline {self.pipeline!r} has no such run in "
+                f"{self.store.root} (namespace {self.namespace}); `conveyor runs` lists the runs there"
+            )
 
     def execute(self) -> RunRecord:
         """Run to the end; Ctrl-C cancels the run (its stages are stopped, its record written)."""

@@ -200,9 +200,11 @@ class RunContext:
 def model_record(store: Store, results: list[tuple[str, StageResult]]) -> ModelRecord | None:
     """The model of the run, from its stages' results in pipeline order. With evaluate stages
     (several in parallel branches, say): the model this run promoted last (the highest version
-    it made), else the first evaluated model that is a champion version, else the first
-    evaluated one. Without: the last stage that produced a model. A decision reused from the
-    cache or an earlier run promoted nothing in this run, whatever it says."""
+    it made), else the first that awaits approval (`promotion: Manual`: its record says
+    Pending until `runs.approval` decides), else the first evaluated model that is a champion
+    version, else the first evaluated one. Without: the last stage that produced a model. A
+    decision reused from the cache or an earlier run promoted nothing in this run, whatever it
+    says."""
     decided = [
         (name, result, json.loads(store.read_bytes(store.key(result.outputs["decision"].uri))))
         for name, result in results
@@ -214,9 +216,10 @@ def model_record(store: Store, results: list[tuple[str, StageResult]]) -> ModelR
             return None
         return ModelRecord(uri=models[-1].uri, sha256=models[-1].sha256, decision="not evaluated")
     own = [d for d in decided if d[2].get("promoted") and d[1].reused_from is None]
+    awaiting = [d for d in decided if d[2].get("awaiting_approval")]
     versioned = [d for d in decided if d[2].get("version")]
     name, result, decision = (
-        max(own, key=lambda d: int(d[2]["version"] or 0)) if own else (versioned or decided)[0]
+        max(own, key=lambda d: int(d[2]["version"] or 0)) if own else (awaiting or versioned or decided)[0]
     )
     reason = str(decision.get("reason", ""))
     if result.reused_from is not None and decision.get("promoted"):
@@ -230,4 +233,5 @@ def model_record(store: Store, results: list[tuple[str, StageResult]]) -> ModelR
         decision=reason,
         version=decision.get("version"),
         stage=name,
+        approval="Pending" if decision.get("awaiting_approval") else None,
     )

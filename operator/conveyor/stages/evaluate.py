@@ -1,5 +1,7 @@
 """evaluate: metrics on the held-out set, the gate (one condition or several), the champion
-comparison, promotion (a compare-and-swap on the champion, `artifacts.champion`), profile."""
+comparison, promotion (a compare-and-swap on the champion, `artifacts.champion`), profile.
+With `promotion: Manual` a model that passes is not promoted: the stage writes it as its
+`candidate` output and `runs.approval` promotes it when a human approves."""
 
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from conveyor.stages.context import StageContext, StageError
 from conveyor.stages.profile import profile_table
 from conveyor.stages.tables import read_table
 
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 Test = tuple[pd.DataFrame, pd.Series]  # this run's held-out features and target
 
 
@@ -51,10 +52,6 @@ def score(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dict[str, flo
     return out
 
 
-def better(metric: str, new: float, old: float, margin: float) -> bool:
-    return new <= old - margin if metric in LOWER_IS_BETTER else new >= old + margin
-
-
 def decide(
     opts: EvaluateOptions, metrics: dict[str, float], task: str, champion_score: float | None
 ) -> tuple[bool, str]:
@@ -83,7 +80,7 @@ def decide(
     primary = gates[0].metric
     if opts.compare_to == "champion" and champion_score is not None:
         value = metrics[primary]
-        if not better(primary, value, champion_score, opts.min_improvement):
+        if not opts.beats(primary, value, champion_score):
             return False, (
                 f"{primary} {value:.4f} does not beat the champion's "
                 f"{champion_score:.4f} by {opts.min_improvement}"
@@ -99,6 +96,7 @@ class Outcome:
     promoted: bool = False
     version: int | None = None  # the champion version this model is, if it is one
     champion_score: float | None = None
+    awaiting_approval: bool = False  # promotion: Manual, and it passed: a human decides
 
 
 # A promoter retries its swap each time another run promotes first: bounded by how many runs
@@ -130,6 +128,9 @@ def settle(ctx: StageContext, opts: EvaluateOptions, candidate: Champion, test: 
         passed, why = decide(opts, candidate.metrics, task, champion_score)
         if not (passed and opts.promote):
             return Outcome(passed, why, champion_score=champion_score)
+        if opts.promotion == "Manual":
+            why += "; awaits approval"
+            return Outcome(True, why, champion_score=champion_score, awaiting_approval=True)
         new = candidate.model_copy(update={"version": state.next_version, "promoted_at": datetime.now(UTC)})
         if ctx.promote(state, new):
             return Outcome(
@@ -170,6 +171,9 @@ def run(ctx: StageContext) -> None:
         promoted_at=datetime.now(UTC),
     )
     outcome = settle(ctx, opts, candidate, (x, y), task)
+    if outcome.awaiting_approval:
+        # what approving promotes: this model, and the options it is compared with again then
+        ctx.write_json("candidate", candidate_record(candidate, opts))
     ctx.write_json(
         "decision",
         {
@@ -178,12 +182,22 @@ def run(ctx: StageContext) -> None:
             "reason": outcome.why,
             "champion_score": outcome.champion_score,
             "version": outcome.version,
+            "awaiting_approval": outcome.awaiting_approval,
             "run": ctx.inv.run,
             "stage": ctx.inv.stage,
         },
     )
     ctx.metric("gate_passed", outcome.passed)
     ctx.metric("promoted", outcome.promoted)
+
+
+def candidate_record(candidate: Champion, opts: EvaluateOptions) -> dict[str, Any]:
+    """The `candidate` output: the Champion this stage would have promoted (its version is given
+    when it is approved) and the evaluate options that decide against the champion then."""
+    return {
+        "champion": candidate.model_dump(mode="json"),
+        "options": opts.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
 
 
 def _champion_score(

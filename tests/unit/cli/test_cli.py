@@ -12,7 +12,20 @@ from conveyor.api.pipeline import Pipeline
 from conveyor.cli import _pipeline_store, build_parser, main
 from tests.conftest import EXAMPLES
 
-COMMANDS = ["run", "validate", "crds", "stage", "render", "serve", "operator", "runs", "show", "models"]
+COMMANDS = [
+    "run",
+    "validate",
+    "crds",
+    "stage",
+    "render",
+    "serve",
+    "operator",
+    "runs",
+    "show",
+    "models",
+    "approve",
+    "reject",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

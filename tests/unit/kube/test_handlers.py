@@ -82,3 +82,35 @@ async def test_a_model_server_reconciles_its_controlling_modeldeployment() -> No
     await handlers.model_server_changed(body=child("ModelDeployment", LONG, "modeldeployment"), memo=memo)
     await handlers.model_server_changed(body=child("PipelineRun", "x", "modeldeployment"), memo=memo)
     assert controller.deployments.reconciled == [("ml", LONG)]
+
+
+def run_body(phase: str, approval: str | None, decided: bool, generation: int = 2) -> kopf.Body:
+    spec: dict[str, Any] = {"pipelineRef": {"name": "p"}}
+    if decided:
+        spec["approval"] = {"decision": "Approve", "by": "alice"}
+    status: dict[str, Any] = {"phase": phase, "observedGeneration": 1}
+    if approval:
+        status["model"] = {"uri": "s3://b/m", "sha256": "0" * 64, "approval": approval}
+    return kopf.Body(
+        {
+            "spec": spec,
+            "status": status,
+            "metadata": {"name": "r", "namespace": "ml", "generation": generation},
+        }
+    )
+
+
+async def test_a_decision_on_a_finished_run_awaiting_approval_is_news() -> None:
+    controller = Controller()
+    memo: Any = {"controller": controller}
+    await handlers.pipelinerun_changed(
+        type="MODIFIED", body=run_body("Succeeded", "Pending", True), memo=memo
+    )
+    assert controller.kicked == [("ml", "r")]
+    for body in (
+        run_body("Succeeded", "Pending", False),  # still waiting: nothing to do
+        run_body("Succeeded", "Approved", True),  # decided and carried out already
+        run_body("Failed", None, False),
+    ):
+        await handlers.pipelinerun_changed(type="MODIFIED", body=body, memo=memo)
+    assert controller.kicked == [("ml", "r")]

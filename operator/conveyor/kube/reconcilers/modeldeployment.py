@@ -151,7 +151,12 @@ class ModelDeploymentReconciler:
                 )
                 raise InvalidResource([problem])
             return ModelRef(pinned.model.uri, pinned.model.sha256, pinned.run), s3
-        champion = await asyncio.to_thread(layout.read_champion, store, namespace, pipeline)
+        try:
+            champion = await asyncio.to_thread(layout.read_champion, store, namespace, pipeline)
+        except layout.CorruptRecord as err:  # the status says which file and how to repair it
+            raise InvalidResource(
+                [Problem("spec.model.fromPipeline", str(err), "repair the store")]
+            ) from None
         if champion is None:
             problem = Problem(
                 "spec.model.fromPipeline",

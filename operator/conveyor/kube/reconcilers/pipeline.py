@@ -5,6 +5,7 @@ events → kick the runs that waited for it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -19,6 +20,8 @@ from conveyor.engine.validation import InvalidResource, Problem, check_pipeline_
 from conveyor.kube.client import PIPELINERUNS, PIPELINES, Body, KubeClient
 from conveyor.kube.manifests import Owner, desired_triggered_run
 from conveyor.kube.stores import StoreResolver
+
+log = logging.getLogger(__name__)
 
 Kick = Callable[[str, str], Awaitable[None]]
 
@@ -91,7 +94,11 @@ class PipelineReconciler:
     def _champion(self, pipeline: Pipeline, namespace: str, name: str) -> str | None:
         """The champion's model URI (blocking: boto3)."""
         store, _ = self.stores.for_pipeline(pipeline.spec)
-        champion = layout.read_champion(store, namespace, name)
+        try:
+            champion = layout.read_champion(store, namespace, name)
+        except layout.CorruptRecord as err:  # runs say it where they read it; keep reconciling
+            log.warning("pipeline %s/%s: %s", namespace, name, err)
+            return None
         return champion.model.uri if champion else None
 
     # apply -----------------------------------------------------------------------------------

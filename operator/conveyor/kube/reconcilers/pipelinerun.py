@@ -1,6 +1,8 @@
 """Reconciling a PipelineRun: get → (its Pipeline, admission) → `runs.advance` over Jobs →
-write status → events. Idempotent: every fact comes from the world (the run object, its Jobs,
-the store), never from memory, so a reconcile can run again at any time.
+write status → events; after a run whose model awaits approval: its `spec.approval` applied
+(`runs.approval`) and the AwaitingApproval condition. Idempotent: every fact comes from the
+world (the run object, its Jobs, the store), never from memory, so a reconcile can run again
+at any time.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from datetime import UTC, datetime
 
 from conveyor.api.common import Reason
 from conveyor.api.pipeline import Pipeline, PipelineSpec
-from conveyor.api.pipelinerun import FINISHED_RUN_PHASES, PipelineRun, PipelineRunStatus, RunPhase
+from conveyor.api.pipelinerun import (
+    FINISHED_RUN_PHASES,
+    PipelineRun,
+    PipelineRunStatus,
+    RunPhase,
+)
 from conveyor.artifacts.layout import StageResult
+from conveyor.artifacts.store import Store
 from conveyor.contract import TRIGGER_LABEL
 from conveyor.engine.admission import RunSummary, admit
 from conveyor.engine.patches import status_patch
-from conveyor.engine.planner import RunPlan, admitted, refused, waiting
+from conveyor.engine.planner import RunPlan, admitted, plan_approval, refused, waiting
 from conveyor.engine.validation import InvalidResource, check_pipeline_spec
 from conveyor.kube import metrics
 from conveyor.kube.client import PIPELINERUNS, PIPELINES, Body, KubeClient
@@ -27,6 +35,7 @@ from conveyor.kube.manifests import Owner
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 from conveyor.runs.advance import RunInputs, advance
+from conveyor.runs.approval import approve, reject
 from conveyor.runs.context import RunContext, runtime_version
 
 Clock = Callable[[], datetime]
@@ -75,9 +84,9 @@ class PipelineRunReconciler:
             return Outcome(finished=True)
         run = PipelineRun.model_validate(body)
         previous = run.status or PipelineRunStatus()
-        if previous.phase in FINISHED_RUN_PHASES:
-            return Outcome(finished=True)
         pipeline = run.spec.pipeline_ref.name if run.spec.pipeline_ref else name
+        if previous.phase in FINISHED_RUN_PHASES:
+            return await self._decided(body, run, previous, pipeline)
         spec = previous.pipeline_spec or run.spec.pipeline_spec or await self._pipeline(body, run, pipeline)
         if spec is None:
             return Outcome(finished=False, requeue=self.settings.resync_seconds)
@@ -108,11 +117,46 @@ class PipelineRunReconciler:
             metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
         for seconds in step.handoffs:
             metrics.HANDOFF_SECONDS.observe(seconds)
+        if step.plan.finished:  # a model that awaits approval: decided now if spec.approval is set
+            step.plan = await self._approval(run, step.plan, store, pipeline)
         await self._write(body, step.plan)
         if step.plan.finished:
             metrics.RUNS_FINISHED.labels(phase=step.status.phase).inc()
             return Outcome(finished=True, pipeline=pipeline)
         return Outcome(finished=False, requeue=self._requeue(run, step.status))
+
+    async def _decided(
+        self, body: Body, run: PipelineRun, status: PipelineRunStatus, pipeline: str
+    ) -> Outcome:
+        """A finished run: its human's decision applied, when its model awaits one and its
+        spec.approval is set (the ModelDeployments following the pipeline look again)."""
+        waits = status.model is not None and status.model.approval == "Pending"
+        if not (waits and run.spec.approval and status.pipeline_spec):
+            return Outcome(finished=True)
+        try:
+            store, _ = self.stores.for_pipeline(status.pipeline_spec)
+        except InvalidResource:
+            return Outcome(finished=True)
+        plan = await self._approval(run, RunPlan(status=status), store, pipeline)
+        await self._write(body, plan)
+        return Outcome(finished=True, pipeline=pipeline)
+
+    async def _approval(self, run: PipelineRun, plan: RunPlan, store: Store, pipeline: str) -> RunPlan:
+        """The plan with spec.approval applied to a Pending model (`runs.approval`: promote or
+        record the rejection, once) and the AwaitingApproval condition and event."""
+        status, decision = plan.status, run.spec.approval
+        model = status.model
+        if model is not None and model.approval == "Pending" and decision is not None:
+            namespace, name = run.metadata.namespace or "default", run.metadata.name
+            if decision.decision == "Approve":
+                decided = await asyncio.to_thread(approve, store, namespace, pipeline, name, decision.by)
+            else:
+                decided = await asyncio.to_thread(
+                    reject, store, namespace, pipeline, name, decision.by, decision.reason
+                )
+            status = status.model_copy(update={"model": decided.model})
+        after = plan_approval(status, run.metadata.generation, self.clock())
+        return RunPlan(plan.start, plan.stop, after.status, [*plan.events, *after.events])
 
     def _known(self, namespace: str, name: str, uid: str) -> dict[str, StageResult]:
         """The results this run's reconciles have read (a run re-created under the same name
