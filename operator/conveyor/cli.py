@@ -7,6 +7,7 @@ models."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from conveyor.contract import INVOCATION_ENV
 from conveyor.errors import ConveyorError
 
 DEFAULT_STORE = ".conveyor"
+EXIT_REJECTED = 3  # `conveyor run`: the run succeeded, its model did not pass its gate
 # Errors about the user's input or environment, reported in one line.
 
 
@@ -77,7 +79,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(record.model_dump_json(indent=2, by_alias=True))
     else:
         print_summary(Console(), record)
-    return 0 if record.phase == "Succeeded" else (130 if record.phase == "Cancelled" else 1)
+    if record.phase != "Succeeded":
+        return 130 if record.phase == "Cancelled" else 1
+    if record.model is not None and record.model.passed is False and not args.allow_rejected:
+        print(f"the model did not pass: {record.model.decision} (exit {EXIT_REJECTED})", file=sys.stderr)
+        return EXIT_REJECTED
+    return 0
 
 
 def _pipeline_store(pipeline: object) -> str | None:
@@ -245,6 +252,11 @@ def _add_local_commands(add: AddCommand) -> None:
         help="fork stages from a warm process (default) or exec each like a pod",
     )
     p.add_argument("--json", action="store_true", help="print the run record as JSON")
+    p.add_argument(
+        "--allow-rejected",
+        action="store_true",
+        help=f"exit 0 when the run succeeds but its model fails its gate (default: {EXIT_REJECTED})",
+    )
 
     p = add("validate", cmd_validate, "Check resource files offline, beyond the schema.")
     p.add_argument("files", nargs="+", help="YAML files or folders")
@@ -285,7 +297,7 @@ def _add_serve_command(add: AddCommand) -> None:
         help="what computes predictions: onnxruntime on the run's model.onnx when it has one "
         "(auto, onnx) or scikit-learn on model.skops (default: auto)",
     )
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
         "--workers",
@@ -353,7 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
+    except BrokenPipeError:  # `conveyor ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE
     except CliError as err:
         if args.debug:
             raise

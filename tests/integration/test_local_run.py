@@ -376,3 +376,14 @@ def test_runs_and_show_list_the_store(tmp_path: Path) -> None:
     assert rec["run"] in listing and "Succeeded" in listing
     shown = json.loads(conveyor("show", rec["run"], "--store", str(store), "--json").stdout)
     assert shown["run"] == rec["run"] and shown["model"]["sha256"] == rec["model"]["sha256"]
+
+
+def test_a_model_rejected_by_its_gate_exits_3_unless_allowed(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    proc = conveyor("run", str(BREAST), "--store", store, "-p", "min-accuracy=1.01", check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "the model did not pass: accuracy" in proc.stderr and "< min 1.01" in proc.stderr
+    code, record = run_json(str(BREAST), "--store", store, "-p", "min-accuracy=1.01", "--allow-rejected")
+    assert code == 0 and record["phase"] == "Succeeded" and record["model"]["passed"] is False
+    code, record = run_json(str(BREAST), "--store", store)
+    assert code == 0 and record["model"]["passed"] is True

@@ -79,8 +79,8 @@ def run_concurrently(pipeline: Path, store: str) -> None:
 
     with ThreadPoolExecutor(RUNS) as pool:
         done = list(pool.map(one, DEPTHS))
-    for proc in done:
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for proc in done:  # 3: the run succeeded, its model did not pass (its gate or the comparison)
+        assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 def check_promotions(store: Store) -> dict[str, Any]:

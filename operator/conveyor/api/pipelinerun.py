@@ -138,6 +138,9 @@ class ModelRecord(Status):
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
     promoted: bool = Field(default=False, description="This run made it the champion.")
+    passed: bool | None = Field(
+        default=None, description="Whether it passed its gate and champion comparison (None: not evaluated)."
+    )
     decision: str = Field(default="", description="Why the gate passed or rejected it.")
     version: int | None = Field(
         default=None, description="Its model version (`conveyor models`), when it is a promoted one."

@@ -230,6 +230,7 @@ def model_record(store: Store, results: list[tuple[str, StageResult]]) -> ModelR
         sha256=chosen.sha256,
         metrics={k: v for k, v in result.metrics.items() if k not in ("gate_passed", "promoted")},
         promoted=bool(decision.get("promoted")) and result.reused_from is None,
+        passed=bool(decision["passed"]) if "passed" in decision else None,
         decision=reason,
         version=decision.get("version"),
         stage=name,

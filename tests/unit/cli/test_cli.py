@@ -193,3 +193,23 @@ def test_crds_writes_three_files(tmp_path: Path) -> None:
 def test_show_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "nope", "--store", str(tmp_path)]) == 1
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_is_not_an_error() -> None:
+    """`conveyor validate examples/ | head -0`: the reader is gone before the line is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "validate", str(EXAMPLES)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(60) == 141, err
+    assert err == ""  # no "BrokenPipeError", no "Exception ignored"
+
+
+def test_serve_listens_on_this_machine_only_unless_told() -> None:
+    args = build_parser().parse_args(["serve", "--model", "m"])
+    assert args.host == "127.0.0.1"
