@@ -293,10 +293,11 @@ class ServedModel:
                 raise BadInput(f"instances[{i}] must be an object of feature -> value")
             missing = [f for f in self.features if f not in row]
             if missing:
-                raise BadInput(f"instances[{i}] is missing feature(s): {', '.join(missing[:5])}")
+                raise BadInput(f"instances[{i}] is missing feature(s): {', '.join(missing)}")
             unknown = [k for k in row if k not in known]
             if unknown:
-                raise BadInput(f"instances[{i}] has unknown feature(s): {', '.join(unknown[:5])}")
+                shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+                raise BadInput(f"instances[{i}] has unknown feature(s): {shown}")
             for f in self.numeric:
                 v = row[f]
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):

@@ -266,9 +266,17 @@ def _names_error(names: list[str], features: list[str]) -> None:
     for problem, which in (("duplicate", dupes), ("unknown", unknown), ("missing", missing)):
         if which:
             raise BadInput(
-                f"inputs: {problem} feature(s) {', '.join(map(repr, which[:5]))}; send one input "
-                "per feature, named as GET /v2/models/<name> lists them"
+                f"inputs: {problem} feature(s) {listing(which, all_=problem == 'missing')}; send one "
+                "input per feature, named as GET /v2/models/<name> lists them"
             )
+
+
+def listing(names: list[str], all_: bool = False, shown: int = 5) -> str:
+    """`names` quoted for an error: all of them when `all_` (the model's own features, a bounded
+    list), else the first `shown` and how many more (a client's names, unbounded)."""
+    if all_ or len(names) <= shown:
+        return ", ".join(map(repr, names))
+    return ", ".join(map(repr, names[:shown])) + f" and {len(names) - shown} more"
 
 
 def _where(i: int, inp: RequestInput) -> str:

@@ -201,6 +201,22 @@ async def test_a_dict_as_a_categorical_value_is_a_400(
         assert resp.status == 400 and "instances[0].mean area is a" in (await resp.json())["error"]
 
 
+async def test_every_missing_feature_is_named(client: Client, row: dict[str, Any]) -> None:
+    kept = dict(list(row.items())[:5])  # 25 of the 30 features missing
+    resp = await client.post(PREDICT, json={"instances": [kept]})
+    error = (await resp.json())["error"]
+    assert resp.status == 400
+    assert all(f in error for f in row if f not in kept), error
+    columns = {
+        "inputs": [{"name": f, "datatype": "FP64", "shape": [1], "data": [v]} for f, v in kept.items()]
+    }
+    error = (await (await client.post(INFER, json=columns)).json())["error"]
+    assert all(repr(f) in error for f in row if f not in kept), error
+    extra = {**row, **{f"x{i}": 1.0 for i in range(9)}}
+    error = (await (await client.post(PREDICT, json={"instances": [extra]})).json())["error"]
+    assert "x0, x1, x2, x3, x4 and 4 more" in error
+
+
 async def test_a_poisoned_request_fails_alone(
     client: Client, features: Any, monkeypatch: pytest.MonkeyPatch, trained: dict[str, str]
 ) -> None:
