@@ -64,6 +64,12 @@ def cmd_operator(args: argparse.Namespace) -> int:
     namespaces = args.namespace or settings.namespaces
     if not namespaces and not args.all_namespaces:
         raise CliError("watch what? pass --namespace NS (repeatable) or --all-namespaces")
+    from conveyor.kube.credentials import Connection, NoCredentials
+
+    try:  # before Kopf, which would log a traceback and retry a missing kubeconfig forever
+        Connection.from_environment()
+    except NoCredentials as err:
+        raise CliError(str(err)) from None
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
     kopf.configure(verbose=args.debug)

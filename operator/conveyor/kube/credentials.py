@@ -11,7 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from conveyor.errors import UserError
+
 TOKEN_REREAD_SECONDS = 60.0  # client-go re-reads a token file about this often
+
+
+class NoCredentials(UserError):
+    """Neither a pod's ServiceAccount nor a kubeconfig to connect with."""
 
 
 @dataclass
@@ -36,7 +42,14 @@ class Connection:
         except kubernetes.config.ConfigException:
             # $KUBECONFIG as it is now (the package reads it once, at import)
             path = os.environ.get("KUBECONFIG")
-            kubernetes.config.load_kube_config(config_file=path)  # type: ignore[no-untyped-call]
+            try:
+                kubernetes.config.load_kube_config(config_file=path)  # type: ignore[no-untyped-call]
+            except (kubernetes.config.ConfigException, OSError) as err:
+                raise NoCredentials(
+                    f"no Kubernetes credentials: not in a pod (KUBERNETES_SERVICE_HOST is not set) and "
+                    f"no usable kubeconfig at {path or '~/.kube/config'} ({err}); set KUBECONFIG, "
+                    "or run the operator in the cluster with its ServiceAccount"
+                ) from None
             token_file = kubeconfig_token_file(path or "~/.kube/config")
         config = kubernetes.client.Configuration.get_default_copy()
         key = config.get_api_key_with_prefix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +214,18 @@ def test_a_closed_pipe_is_not_an_error() -> None:
 def test_serve_listens_on_this_machine_only_unless_told() -> None:
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert args.host == "127.0.0.1"
+
+
+def test_the_operator_without_credentials_exits_naming_them(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    env.update(KUBECONFIG=str(tmp_path / "missing"), HOME=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor", "operator", "-A"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,  # it used to log a traceback and retry every 60 s, forever
+    )
+    assert proc.returncode == 1
+    assert "no Kubernetes credentials" in proc.stderr and "set KUBECONFIG" in proc.stderr
+    assert "Traceback" not in proc.stderr
