@@ -145,7 +145,7 @@ def _store(args: argparse.Namespace) -> object:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from conveyor.artifacts.layout import list_run_records
     from conveyor.artifacts.store import Store
@@ -173,7 +173,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for row in rows:
             print("\t".join(row))
         return 0
-    table = Table("run", "pipeline", "phase", "started", "model", "promoted")
+    longest = max((len(row[0]) for row in rows), default=3)  # `show` needs the whole name
+    table = Table(
+        Column("run", no_wrap=True, min_width=longest), "pipeline", "phase", "started", "model", "promoted"
+    )
     for row in rows:
         table.add_row(*row)
     console.print(table)

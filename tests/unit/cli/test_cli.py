@@ -229,3 +229,29 @@ def test_the_operator_without_credentials_exits_naming_them(tmp_path: Path) -> N
     assert proc.returncode == 1
     assert "no Kubernetes credentials" in proc.stderr and "set KUBECONFIG" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_runs_shows_whole_run_names_on_a_narrow_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from conveyor.artifacts import layout
+    from conveyor.artifacts.store import LocalStore
+
+    name = "breast-cancer-with-a-long-name-20261130-140434-0123abcd"
+    record = {
+        "run": name,
+        "pipeline": "breast-cancer-with-a-long-name",
+        "namespace": "default",
+        "phase": "Succeeded",
+        "startTime": datetime.now(UTC),
+        "specDigest": "0" * 64,
+        "params": {},
+        "version": "test",
+    }
+    layout.write_run_record(LocalStore(tmp_path), layout.RunRecord.model_validate(record))
+    monkeypatch.setenv("FORCE_COLOR", "1")  # a terminal, 80 columns
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["runs", "--store", str(tmp_path)]) == 0
+    assert name in capsys.readouterr().out  # cut to "breast-cancer-with-a-…" before
