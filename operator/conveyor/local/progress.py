@@ -50,10 +50,11 @@ def print_summary(console: Console, record: RunRecord) -> None:
     hits = sum(1 for s in record.stages if s.cache_hit)
     console.print(f"took {total:.2f}s; {hits}/{len(record.stages)} stages from cache")
     if record.phase != "Succeeded":
-        console.print(f"[red]{escape(record.message)}[/]")
-        for st in record.stages:
-            if st.phase == "Failed":
-                console.print(f"[red]stage {escape(st.name)} failed:[/]\n{escape(st.message)}")
+        failed = [st for st in record.stages if st.phase == "Failed"]
+        for st in failed:  # each failure once: the run's message repeats the first one
+            console.print(f"[red]stage {escape(st.name)} failed:[/]\n{escape(st.message)}")
+        if not failed:  # cancelled, timed out, refused: only the run says why
+            console.print(f"[red]{escape(record.message)}[/]")
     if record.model is not None:
         m = record.model
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.metrics.items()))
