@@ -135,3 +135,18 @@ def test_a_rejection_is_recorded_with_its_reason(store: Store) -> None:
     record = read_run_record(store, NS, PIPE, "r1")
     assert record is not None and record.model is not None and record.model.approval == "Rejected"
     assert [r for _, r, _ in kube.events] == ["Rejected"]
+
+
+def test_resuming_from_a_run_that_does_not_exist_is_refused(store: Store) -> None:
+    body = {
+        "apiVersion": "conveyor.dev/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "r1", "namespace": NS, "uid": "u1", "generation": 1, "resourceVersion": "7"},
+        "spec": {"pipelineSpec": PIPELINE_SPEC, "resumeFrom": {"run": "no-such-run"}},
+    }
+    kube, outcome = _reconcile(store, body)
+    assert outcome.finished
+    status = kube.body["status"]
+    (succeeded,) = status["conditions"]
+    assert (status["phase"], succeeded["reason"]) == ("Failed", "InvalidSpec"), status
+    assert "spec.resumeFrom.run" in succeeded["message"] and "no run 'no-such-run'" in succeeded["message"]

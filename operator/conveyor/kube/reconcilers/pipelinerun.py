@@ -21,13 +21,13 @@ from conveyor.api.pipelinerun import (
     PipelineRunStatus,
     RunPhase,
 )
-from conveyor.artifacts.layout import StageResult
+from conveyor.artifacts.layout import StageResult, read_run_record
 from conveyor.artifacts.store import Store
 from conveyor.contract import TRIGGER_LABEL
 from conveyor.engine.admission import RunSummary, admit
 from conveyor.engine.patches import status_patch
 from conveyor.engine.planner import RunPlan, admitted, plan_approval, refused, waiting
-from conveyor.engine.validation import InvalidResource, check_pipeline_spec
+from conveyor.engine.validation import InvalidResource, Problem, check_pipeline_spec
 from conveyor.kube import metrics
 from conveyor.kube.client import PIPELINERUNS, PIPELINES, Body, KubeClient
 from conveyor.kube.launcher import JobLauncher
@@ -98,6 +98,8 @@ class PipelineRunReconciler:
                 version=self.version, known=self._known(namespace, name, uid),
                 trigger=(run.metadata.labels or {}).get(TRIGGER_LABEL, "manual"),
             )  # fmt: skip
+            if previous.phase == RunPhase.PENDING and run.spec.resume_from:
+                await self._check_resume(run.spec.resume_from.run, store, namespace, pipeline)
         except InvalidResource as err:
             message = "; ".join(map(str, err.problems))
             await self._write(body, refused(previous, message, run.metadata.generation, self.clock()))
@@ -124,6 +126,17 @@ class PipelineRunReconciler:
             metrics.RUNS_FINISHED.labels(phase=step.status.phase).inc()
             return Outcome(finished=True, pipeline=pipeline)
         return Outcome(finished=False, requeue=self._requeue(run, step.status))
+
+    @staticmethod
+    async def _check_resume(resume: str, store: Store, namespace: str, pipeline: str) -> None:
+        """A run to resume from must exist (its record in the store), or the run is refused."""
+        if await asyncio.to_thread(read_run_record, store, namespace, pipeline, resume) is None:
+            problem = Problem(
+                "spec.resumeFrom.run",
+                f"pipeline {pipeline!r} has no run {resume!r} in its store",
+                "name an earlier run of this pipeline (kubectl get pipelineruns), or drop resumeFrom",
+            )
+            raise InvalidResource([problem])
 
     async def _decided(
         self, body: Body, run: PipelineRun, status: PipelineRunStatus, pipeline: str
