@@ -1,4 +1,9 @@
-"""validate: enforce data expectations; infer them on the first run when none are given."""
+"""validate: enforce data expectations; infer them on the first run when none are given.
+
+Inferred expectations: each column's type, its share of missing values (with headroom), the
+categories of a categorical column, and a numeric column's range: the observed minimum and
+maximum widened by `RANGE_MARGIN` of their span on each side (never below zero for a column
+that had no negative value), so new data may move but a bill length of -50 is refused."""
 
 from __future__ import annotations
 
@@ -12,6 +17,18 @@ from conveyor.stages.context import StageContext, StageError
 from conveyor.stages.tables import read_table
 
 MAX_INFERRED_CATEGORIES = 50
+RANGE_MARGIN = 0.5  # of the observed span, on each side
+
+
+def inferred_range(series: pd.Series) -> tuple[float | None, float | None]:
+    """(min, max) a numeric column is expected to stay within, from what was observed."""
+    values = series.dropna()
+    if values.empty:
+        return None, None
+    lo, hi = float(values.min()), float(values.max())
+    margin = (hi - lo) * RANGE_MARGIN or abs(lo) * RANGE_MARGIN or 1.0
+    low = lo - margin
+    return (max(low, 0.0) if lo >= 0 else low), hi + margin
 
 
 def dtype_of(series: pd.Series) -> str:
@@ -39,6 +56,7 @@ def infer(df: pd.DataFrame) -> Expectations:
         kind = dtype_of(series)
         nulls = float(series.isna().mean())
         allowed = None
+        low, high = inferred_range(series) if kind in ("integer", "float") else (None, None)
         if kind in ("string", "bool"):
             values = series.dropna().unique()
             if len(values) <= MAX_INFERRED_CATEGORIES:
@@ -47,6 +65,8 @@ def infer(df: pd.DataFrame) -> Expectations:
             dtype="numeric" if kind in ("integer", "float") else kind,
             max_null_fraction=min(1.0, round(nulls * 1.5 + 0.01, 4)) if nulls else 0.0,
             allowed=allowed,
+            min=low,
+            max=high,
         )
     return Expectations(min_rows=1, columns=columns)
 
