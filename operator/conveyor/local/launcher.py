@@ -78,7 +78,7 @@ class ProcessLauncher:
             resolved = self.ctx.resolved
             argv = substitute([*(stage.command or []), *(stage.args or [])], resolved)
             env = {e.name: substitute(e.value, resolved) for e in stage.env}
-            process = self.starter.start_custom(argv, inv, files, env)
+            process = self.starter.start_custom(argv, inv, files, env, self.ctx.base_dir)
         st = st.model_copy(update={"phase": StagePhase.RUNNING, "attempts": n})
         attempt = self.running[stage.name] = _Attempt(stage, inv, process, files, time.monotonic(), st)
         return attempt

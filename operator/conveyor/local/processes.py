@@ -86,12 +86,24 @@ class ProcessStarter:
         return self._popen([sys.executable, "-m", "conveyor", "stage"], inv, files, {})
 
     def start_custom(
-        self, argv: list[str], inv: StageInvocation, files: StageFiles, env: dict[str, str]
+        self,
+        argv: list[str],
+        inv: StageInvocation,
+        files: StageFiles,
+        env: dict[str, str],
+        cwd: Path | None = None,
     ) -> Process:
-        return self._popen(argv, inv, files, env)
+        """A custom stage's command, run in `cwd` (the pipeline's folder: relative paths in a
+        pipeline are relative to its file) with this process's environment and `env`."""
+        return self._popen(argv, inv, files, env, cwd)
 
     def _popen(
-        self, argv: list[str], inv: StageInvocation, files: StageFiles, env: dict[str, str]
+        self,
+        argv: list[str],
+        inv: StageInvocation,
+        files: StageFiles,
+        env: dict[str, str],
+        cwd: Path | None = None,
     ) -> Process:
         environ = {
             **os.environ,
@@ -107,5 +119,6 @@ class ProcessStarter:
                 env=environ,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=cwd,
             )
         return _Popen(proc)

@@ -42,6 +42,9 @@ def _relative_path(source: str) -> bool:
     return "://" not in source and not Path(source).is_absolute()
 
 
+MAX_SCRIPT_BYTES = 1 << 20  # a custom stage's script, hashed into its cache key
+
+
 @dataclass
 class RunContext:
     spec: PipelineSpec
@@ -58,6 +61,7 @@ class RunContext:
     # what started the run (the run record says it, `conveyor models` shows it): manual,
     # schedule, drift, ... (on a cluster, the run's conveyor.dev/trigger label)
     trigger: str = "manual"
+    script_digests: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.version = self.version or runtime_version()
@@ -118,10 +122,41 @@ class RunContext:
             if isinstance(source, str) and not choice.get("version"):
                 scorer = layout.read_champion(self.store, self.namespace, source)
                 facts["model"] = scorer.model.sha256 if scorer else ""
+        if stage.uses is None:
+            facts.update(self._code_facts(stage))
         if stage.uses == "validate" and not options.get("expectations"):
             key = f"{self.namespace}/{self.pipeline}/expectations/{stage.name}.json"
             facts["expectations"] = str(self.store.exists(key))
         return facts
+
+    def _code_facts(self, stage: Stage) -> dict[str, str]:
+        """A custom stage's code: the digest of each local file up to `MAX_SCRIPT_BYTES` its
+        command names (editing its script is new work, as editing its command is; an
+        interpreter's binary is larger and left out)."""
+        facts = {}
+        for arg in [*(stage.command or []), *(stage.args or [])]:
+            script = self._local_file(arg)
+            if script is None:
+                continue
+            stat = script.stat()
+            if stat.st_size <= MAX_SCRIPT_BYTES:
+                seen = (str(script), stat.st_mtime_ns, stat.st_size)
+                if seen not in self.script_digests:
+                    self.script_digests[seen] = sha256_file(script)
+                facts[f"file:{arg}"] = self.script_digests[seen]
+        return facts
+
+    def _local_file(self, arg: str) -> Path | None:
+        """The file an argument of a custom stage's command names on this machine (relative to
+        the pipeline's folder, as ingest sources are), or None. On a cluster nothing matches:
+        there the image is the code."""
+        if not arg or arg.startswith("-") or len(arg) > 4096 or "\n" in arg:
+            return None
+        path = Path(arg) if Path(arg).is_absolute() else (self.base_dir or Path.cwd()) / arg
+        try:
+            return path if path.is_file() else None
+        except OSError:
+            return None
 
     def cache_hit(self, stage: Stage, inv: StageInvocation) -> StageResult | None:
         """A reusable result; never an evaluate's promotion whose effect is gone (the champion

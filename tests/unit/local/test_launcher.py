@@ -41,7 +41,7 @@ class Starter:
         self.started: list[Proc] = []
 
     def start_custom(
-        self, argv: list[str], inv: StageInvocation, files: StageFiles, env: dict[str, str]
+        self, argv: list[str], inv: StageInvocation, files: StageFiles, env: dict[str, str], cwd: Any = None
     ) -> Proc:
         code, message = self.attempts.pop(0)
         if message:
