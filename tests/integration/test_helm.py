@@ -136,6 +136,7 @@ def test_crds_off_and_monitoring_on(helm: Path) -> None:
     assert [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]] == [
         "ConveyorModelDrift",
         "ConveyorModelErrors",
+        "ConveyorModelAccuracyLow",
         "ConveyorPipelineRunsFailing",
     ]
     monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
