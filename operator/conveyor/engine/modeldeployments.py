@@ -253,14 +253,23 @@ def _drift(
     if not math.isfinite(score):
         return _with(status, last_drift_score=None), None  # no measurement: null, not acted on
     status = _with(status, last_drift_score=round(score, 4))
-    if score <= drift.threshold:
-        return _with(status, drift_since=None), None
-    since = status.drift_since or now
+    since, held = _sustained(status.drift_since, score > drift.threshold, drift.for_, now)
     status = _with(status, drift_since=since)
-    if now - since < parse_duration(drift.for_):
+    if not held:
         return status, None
     short = f"drift {score:.3f} > {drift.threshold}"
     return status, Trigger("drift", short, f"{short} ({drift.method}) for {drift.for_}")
+
+
+def _sustained(
+    since: datetime | None, breached: bool, for_: str, now: datetime
+) -> tuple[datetime | None, bool]:
+    """When the current breach began (None: there is none) and whether it has lasted `for_`:
+    the one rule drift and live quality share."""
+    if not breached:
+        return None, False
+    since = since or now
+    return since, now - since >= parse_duration(for_)
 
 
 def _performance(
@@ -277,11 +286,10 @@ def _performance(
     status = _with(status, last_performance=round(quality.value, 4), labelled_samples=samples)
     bound = perf.threshold
     past = quality.value < bound if perf.higher_is_better else quality.value > bound
-    if samples < perf.min_samples or not past:
-        return _with(status, performance_since=None), None
-    since = status.performance_since or now
+    breached = past and samples >= perf.min_samples
+    since, held = _sustained(status.performance_since, breached, perf.for_, now)
     status = _with(status, performance_since=since)
-    if now - since < parse_duration(perf.for_):
+    if not held:
         return status, None
     short = f"{perf.metric} {quality.value:.3f} {'<' if perf.higher_is_better else '>'} {bound:g}"
     return status, Trigger("performance", short, f"{short} over {samples} labels for {perf.for_}")

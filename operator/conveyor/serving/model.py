@@ -145,33 +145,29 @@ def _load_estimator(resolved: Resolved) -> Any:
         try:
             return load_model(path, resolved.model.sha256)
         except DigestMismatch as err:
-            raise ModelError(
-                f"refusing to serve {resolved.model.uri}: its SHA-256 is {err.actual}, "
-                f"the run recorded {err.expected} (the file was changed)"
-            ) from None
+            raise _changed(resolved.model, err) from None
         except ValueError as err:
             raise ModelError(f"refusing to load {resolved.model.uri}: {err}") from None
 
 
-def _load_session(resolved: Resolved, features: list[str], numeric: set[str]) -> tuple[Any, list[str]] | None:
-    """The onnxruntime session and its input names for the model's `model.onnx`, or None (logged)
-    when there is none or it was exported for other features. A changed file is refused."""
-    ref = resolved.onnx
-    if ref is None:
-        return None
+def _changed(ref: ArtifactRef, err: DigestMismatch) -> ModelError:
+    return ModelError(
+        f"refusing to serve {ref.uri}: its SHA-256 is {err.actual}, "
+        f"the run recorded {err.expected} (the file was changed)"
+    )
+
+
+def _load_session(resolved: Resolved, ref: ArtifactRef, features: list[str]) -> tuple[Any, list[str]] | None:
+    """The onnxruntime session for `ref` (the model's `model.onnx`) and its input names, or None
+    (logged) when onnxruntime cannot run it or its inputs are not the recorded ones, one per
+    feature. A changed file is refused."""
     meta = ref.meta
-    if meta.get("features") != features or set(meta.get("numeric", [])) != numeric:
-        log.warning("not serving %s: it was exported for other features; using skops", ref.uri)
-        return None
     with tempfile.TemporaryDirectory(prefix="conveyor-serve-") as tmp:
         path = _fetch(resolved, ref, tmp)
         try:
             session = onnxfile.load_session(path, ref.sha256)
         except DigestMismatch as err:
-            raise ModelError(
-                f"refusing to serve {ref.uri}: its SHA-256 is {err.actual}, "
-                f"the run recorded {err.expected} (the file was changed)"
-            ) from None
+            raise _changed(ref, err) from None
         except Exception as err:  # onnxruntime's own errors: serve the skops model instead
             log.warning("onnxruntime cannot load %s (%s); using skops", ref.uri, err)
             return None
@@ -180,6 +176,14 @@ def _load_session(resolved: Resolved, features: list[str], numeric: set[str]) ->
         log.warning("not serving %s: its inputs are not the recorded ones; using skops", ref.uri)
         return None
     return session, inputs
+
+
+def listing(names: list[str], all_: bool = False, shown: int = 5, form: Any = repr) -> str:
+    """`names` for an error message: all of them when `all_` (the model's own features, a
+    bounded list), else the first `shown` and how many more (a client's names, unbounded)."""
+    if all_ or len(names) <= shown:
+        return ", ".join(map(form, names))
+    return ", ".join(map(form, names[:shown])) + f" and {len(names) - shown} more"
 
 
 def _read_profile(resolved: Resolved) -> dict[str, Any] | None:
@@ -235,12 +239,14 @@ class ServedModel:
     @classmethod
     def _load_onnx(cls, resolved: Resolved, profile: dict[str, Any] | None) -> ServedModel | None:
         """Everything from the ONNX output and its recorded metadata: no skops, no scikit-learn."""
-        meta = resolved.onnx.meta if resolved.onnx is not None else {}
+        if resolved.onnx is None:
+            return None
+        meta = resolved.onnx.meta
         features, numeric, classes = meta.get("features"), meta.get("numeric"), meta.get("classes")
         if not (isinstance(features, list) and isinstance(numeric, list) and isinstance(classes, list)):
             return None
         features = [str(f) for f in features]
-        onnx = _load_session(resolved, features, set(numeric))
+        onnx = _load_session(resolved, resolved.onnx, features)
         if onnx is None:
             return None
         task = (profile or {}).get("task") or ("classification" if classes else "regression")
@@ -293,11 +299,12 @@ class ServedModel:
                 raise BadInput(f"instances[{i}] must be an object of feature -> value")
             missing = [f for f in self.features if f not in row]
             if missing:
-                raise BadInput(f"instances[{i}] is missing feature(s): {', '.join(missing)}")
+                raise BadInput(
+                    f"instances[{i}] is missing feature(s): {listing(missing, all_=True, form=str)}"
+                )
             unknown = [k for k in row if k not in known]
             if unknown:
-                shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-                raise BadInput(f"instances[{i}] has unknown feature(s): {shown}")
+                raise BadInput(f"instances[{i}] has unknown feature(s): {listing(unknown, form=str)}")
             for f in self.numeric:
                 v = row[f]
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):

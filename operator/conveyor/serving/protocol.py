@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from conveyor.serving.model import BadInput
+from conveyor.serving.model import BadInput, listing
 
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 400  # CPython parses longer ones slowly, and none of them fits a float
@@ -269,14 +269,6 @@ def _names_error(names: list[str], features: list[str]) -> None:
                 f"inputs: {problem} feature(s) {listing(which, all_=problem == 'missing')}; send one "
                 "input per feature, named as GET /v2/models/<name> lists them"
             )
-
-
-def listing(names: list[str], all_: bool = False, shown: int = 5) -> str:
-    """`names` quoted for an error: all of them when `all_` (the model's own features, a bounded
-    list), else the first `shown` and how many more (a client's names, unbounded)."""
-    if all_ or len(names) <= shown:
-        return ", ".join(map(repr, names))
-    return ", ".join(map(repr, names[:shown])) + f" and {len(names) - shown} more"
 
 
 def _where(i: int, inp: RequestInput) -> str:

@@ -240,6 +240,17 @@ async def operator(kube: Api, ns: str, s3_endpoint: str) -> AsyncIterator[Operat
     await proc.stop()
 
 
+@pytest_asyncio.fixture
+async def model_operator(kube: Api, ns: str, s3_endpoint: str) -> AsyncIterator[OperatorProcess]:
+    """The operator, looking at each ModelDeployment (champion, drift, live quality) every 2 s."""
+    proc = OperatorProcess(operator_settings(s3_endpoint, drift_seconds=2.0))
+    await proc.start()
+    yield proc
+    await kube.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(404,))
+    await namespace_gone(kube, ns, timeout=180)
+    await proc.stop()
+
+
 @pytest.fixture
 def s3(bucket: str, s3_endpoint: str) -> dict[str, str]:
     return {"bucket": bucket, "endpoint": s3_endpoint}

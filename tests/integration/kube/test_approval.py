@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from tests.cluster.api import Api, ApiError
 from tests.integration.kube.conftest import (
@@ -21,8 +19,6 @@ from tests.integration.kube.conftest import (
     create,
     get,
     merge_patch,
-    namespace_gone,
-    operator_settings,
     wait_for,
 )
 from tests.integration.kube.runs_helpers import finished, run_of
@@ -34,16 +30,6 @@ from tests.integration.kube.test_modeldeployments import (
     train,
     tunable_pipeline,
 )
-
-
-@pytest_asyncio.fixture
-async def operator(kube: Api, ns: str, s3_endpoint: str) -> AsyncIterator[OperatorProcess]:
-    proc = OperatorProcess(operator_settings(s3_endpoint, drift_seconds=2.0))
-    await proc.start()
-    yield proc
-    await kube.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(404,))
-    await namespace_gone(kube, ns, timeout=180)
-    await proc.stop()
 
 
 def manual(pipeline: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +62,7 @@ async def decided(kube: Api, ns: str, run: str, approval: str) -> dict[str, Any]
 
 @pytest.mark.slow
 async def test_the_deployment_rolls_only_after_approval_and_a_rejection_is_recorded(
-    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
+    kube: Api, ns: str, model_operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
 ) -> None:
     pipeline = tunable_pipeline(s3, ns)
     first = await train(pipeline, tmp_path)  # the champion today (promoted automatically)

@@ -9,14 +9,12 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 import yaml
 
 from conveyor.artifacts import layout
@@ -29,8 +27,6 @@ from tests.integration.kube.conftest import (
     create,
     get,
     items,
-    namespace_gone,
-    operator_settings,
     wait_for,
 )
 from tests.integration.kube.runs_helpers import breast_cancer
@@ -39,17 +35,6 @@ PIPELINE = "breast-cancer"
 SERVER = "bc"  # the ModelDeployment, its Deployment and Service
 PODS = "app.kubernetes.io/instance=bc,app.kubernetes.io/component=model-server"
 MODEL_ANNOTATION = "conveyor.dev/model-sha256"
-
-
-@pytest_asyncio.fixture
-async def operator(kube: Api, ns: str, s3_endpoint: str) -> AsyncIterator[OperatorProcess]:
-    """The operator, looking at each ModelDeployment (champion, drift) every 2 s."""
-    proc = OperatorProcess(operator_settings(s3_endpoint, drift_seconds=2.0))
-    await proc.start()
-    yield proc
-    await kube.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(404,))
-    await namespace_gone(kube, ns, timeout=120)
-    await proc.stop()
 
 
 def tunable_pipeline(s3: dict[str, str], ns: str) -> dict[str, Any]:
@@ -138,7 +123,7 @@ def template_model(dep: dict[str, Any]) -> str:
 
 @pytest.mark.slow
 async def test_serves_the_champion_then_rolls_to_a_new_one(
-    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
+    kube: Api, ns: str, model_operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
 ) -> None:
     pipeline = tunable_pipeline(s3, ns)
     first = await train(pipeline, tmp_path)
@@ -183,7 +168,7 @@ async def test_serves_the_champion_then_rolls_to_a_new_one(
 
 @pytest.mark.slow
 async def test_a_model_that_never_becomes_ready_leaves_the_old_one_serving(
-    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
+    kube: Api, ns: str, model_operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
 ) -> None:
     pipeline = tunable_pipeline(s3, ns)
     good_run = await train(pipeline, tmp_path)
@@ -293,7 +278,7 @@ async def pod_drift(pod: dict[str, Any]) -> float | None:
 
 @pytest.mark.slow
 async def test_drift_starts_one_retraining_run_whose_model_is_then_served(
-    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
+    kube: Api, ns: str, model_operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
 ) -> None:
     pipeline = tunable_pipeline(s3, ns)
     first = await train(pipeline, tmp_path)

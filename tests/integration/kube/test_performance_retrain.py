@@ -7,21 +7,17 @@ recorded as triggered by "performance"."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from tests.cluster.api import Api
 from tests.integration.kube.conftest import (
     OperatorProcess,
     create,
     items,
-    namespace_gone,
-    operator_settings,
     wait_for,
 )
 from tests.integration.kube.test_modeldeployments import (
@@ -36,17 +32,6 @@ from tests.integration.kube.test_modeldeployments import (
 
 PERFORMANCE = {"metric": "accuracy", "min": 0.8, "window": 200, "minSamples": 50, "for": "0s"}
 RETRAIN = {"pipelineRef": PIPELINE, "params": {"c": "0.05"}, "cooldown": "1h", "maxRunsPerDay": 3}
-
-
-@pytest_asyncio.fixture
-async def operator(kube: Api, ns: str, s3_endpoint: str) -> AsyncIterator[OperatorProcess]:
-    """The operator, looking at each ModelDeployment (champion, live quality) every 2 s."""
-    proc = OperatorProcess(operator_settings(s3_endpoint, drift_seconds=2.0))
-    await proc.start()
-    yield proc
-    await kube.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(404,))
-    await namespace_gone(kube, ns, timeout=180)
-    await proc.stop()
 
 
 def labelled_rows(n: int, seed: int) -> tuple[list[dict[str, Any]], list[int]]:
@@ -84,7 +69,7 @@ async def retrains(kube: Api, ns: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 async def test_live_accuracy_under_its_bound_starts_one_retraining_run(
-    kube: Api, ns: str, operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
+    kube: Api, ns: str, model_operator: OperatorProcess, s3: dict[str, str], tmp_path: Path
 ) -> None:
     pipeline = tunable_pipeline(s3, ns)
     first = await train(pipeline, tmp_path)
