@@ -24,7 +24,7 @@ def bomb(levels: int) -> str:
 
 def test_an_alias_bomb_is_refused_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bomb.yaml"
-    path.write_text(bomb(7))  # 280 bytes that stand for ~5 million nodes
+    path.write_text(bomb(7))  # 340 bytes that stand for ~5 million nodes
     with pytest.raises(ResourceFileError, match=r"bomb\.yaml: document 0: its YAML aliases expand it to"):
         load_documents(path)
 
