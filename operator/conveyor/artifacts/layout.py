@@ -171,6 +171,16 @@ def run_prefix(namespace: str, pipeline: str, run: str) -> str:
     return RunPath(namespace, pipeline, run).prefix
 
 
+RUN_CLAIM = ".claim"
+
+
+def claim_run(store: Store, namespace: str, pipeline: str, run: str) -> bool:
+    """Take a run's name in the store, once: False when another run holds it already (a
+    create-only write: a lock and rename locally, `If-None-Match: *` on S3)."""
+    key = f"{run_prefix(namespace, pipeline, run)}/{RUN_CLAIM}"
+    return store.write_if(key, b"", JSON, token=None)
+
+
 def stage_prefix(namespace: str, pipeline: str, run: str, stage: str) -> str:
     return RunPath(namespace, pipeline, run).stage(stage)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conveyor.api.pipeline import PipelineSpec
 from conveyor.api.pipelinerun import PipelineRunStatus
-from conveyor.artifacts.layout import RunRecord, read_run_record
+from conveyor.artifacts.layout import RunRecord, claim_run, read_run_record
 from conveyor.artifacts.store import Store
 from conveyor.engine.planner import RunPlan
 from conveyor.errors import UserError
@@ -24,11 +24,24 @@ from conveyor.runs.context import RunContext
 POLL_SECONDS = 0.005
 
 
+CLAIM_ATTEMPTS = 8
+
+
 def new_run_name(pipeline: str) -> str:
-    """`<pipeline>-<UTC time>-<32 random bits>`, at most 63 characters (a label value): names
-    started in the same second collide with probability n²/2³³ (1 in ~17,000 for 1,000)."""
+    """`<pipeline>-<UTC time>-<32 random bits>`, at most 63 characters (a label value). Names
+    started in the same second can still repeat (n²/2³³: about one in 20 for 20,000), so a run
+    claims its name in the store before using it (`claim_name`)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{pipeline[:38].rstrip('-.')}-{stamp}-{secrets.token_hex(4)}"
+
+
+def claim_name(store: Store, namespace: str, pipeline: str) -> str:
+    """A fresh run name that no other run of this store holds: drawn again when taken."""
+    for _ in range(CLAIM_ATTEMPTS):
+        name = new_run_name(pipeline)
+        if claim_run(store, namespace, pipeline, name):
+            return name
+    raise UserError(f"no free run name for {pipeline!r} in {store.root} after {CLAIM_ATTEMPTS} tries")
 
 
 @dataclass
@@ -47,7 +60,7 @@ class LocalRun:
     base_dir: Path | None = None  # relative ingest sources are read from here
 
     def __post_init__(self) -> None:
-        self.run = self.run or new_run_name(self.pipeline)
+        self.run = self.run or claim_name(self.store, self.namespace, self.pipeline)
         self.ctx = RunContext(
             self.spec,
             self.pipeline,
