@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from conveyor.cli_errors import CliError
+from conveyor.cli_output import namespace
 
 if TYPE_CHECKING:  # imported when a command runs, so that `conveyor --help` stays fast
     from conveyor.artifacts.layout import RunRecord
@@ -85,7 +86,7 @@ def add_approval_commands(add: AddCommand, default_store: str) -> None:
         p = add(name, fn, help_)
         p.add_argument("run")
         p.add_argument("--store", default=default_store, help=f"default: {default_store}")
-        p.add_argument("--namespace", "-n", default="default", help="default: default")
+        p.add_argument("--namespace", "-n", type=namespace, default="default", help="default: default")
         p.add_argument("--pipeline", help="the run's pipeline (when two pipelines have a run of that name)")
         p.add_argument("--as", dest="as_", metavar="NAME", help="who decides (default: your user name)")
         if name == "reject":

@@ -6,14 +6,18 @@ import argparse
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conveyor.cli_errors import CliError
+from conveyor.cli_output import add_output_option, dump, names, namespace
+
+Command = Callable[[argparse.Namespace], int]
+AddCommand = Callable[[str, Command, str], argparse.ArgumentParser]
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    import yaml
-
     from conveyor.api.pipeline import Pipeline
     from conveyor.api.pipelinerun import PipelineRun
     from conveyor.engine.validation import InvalidResource
@@ -41,13 +45,50 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.image:
         settings.image = args.image
     if args.store:
+        _check_store_option(args.store)
         settings.store = args.store
+    if args.namespace:  # as `kubectl apply -n`: where the run and its Jobs go
+        if run is not None:
+            run.metadata.namespace = args.namespace
+        pipeline.metadata.namespace = args.namespace
     try:
         jobs = render_jobs(pipeline, run, settings)
     except InvalidResource as err:
         raise CliError("\n".join(map(str, err.problems))) from None
-    print(yaml.safe_dump_all(jobs, sort_keys=False, width=110), end="")
+    _print_objects(jobs, args.output or "yaml")
     return 0
+
+
+def _check_store_option(store: str) -> None:
+    """`--store` as given, checked here so that an error names it and not $CONVEYOR_STORE."""
+    from pydantic import ValidationError
+
+    from conveyor.api.common import S3Store
+    from conveyor.artifacts.uri import split_s3
+    from conveyor.engine.validation import pydantic_problems
+
+    where = split_s3(store)
+    if where is None:
+        raise CliError(f"--store {store!r}: the Jobs reach their store over S3: write s3://BUCKET[/PREFIX]")
+    try:
+        S3Store(bucket=where[0], prefix=where[1])
+    except ValidationError as err:
+        problems = pydantic_problems(err, "")
+        raise CliError(f"--store {store!r}: " + "; ".join(map(str, problems))) from None
+
+
+def _print_objects(objects: list[dict[str, Any]], fmt: str) -> None:
+    """Kubernetes objects as kubectl prints them: a YAML stream, a JSON List, or kind/name."""
+    import yaml
+
+    if fmt == "name":
+        names(
+            [f"{o['kind'].lower()}.{o['apiVersion'].split('/')[0]}/{o['metadata']['name']}" for o in objects]
+        )
+    elif fmt == "json":
+        dump({"apiVersion": "v1", "kind": "List", "items": objects}, "json")
+    else:
+        print(yaml.safe_dump_all(objects, sort_keys=False, width=110), end="")
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
@@ -171,4 +212,85 @@ def _serve(model: object, args: argparse.Namespace, reuse_port: bool) -> None:
     server = InferenceServer(model, monitor, options)
     web.run_app(
         server.app(), host=args.host, port=args.port, print=None, access_log=None, reuse_port=reuse_port
+    )
+
+
+def add_cluster_commands(add: AddCommand, default_store: str) -> None:
+    p = add("render", cmd_render, "Print the Jobs the operator would create for a run.")
+    p.add_argument("-f", "--file", action="append", required=True, help="Pipeline / PipelineRun YAML")
+    p.add_argument("--image", help="the stage image (default: $CONVEYOR_IMAGE or the release image)")
+    p.add_argument(
+        "--store",
+        help="s3://bucket/prefix for pipelines without spec.artifacts.s3 "
+        "(default: $CONVEYOR_STORE, as the operator)",
+    )
+    p.add_argument("--namespace", "-n", type=namespace, help="the run's namespace (default: the files')")
+    add_output_option(p, ("yaml", "json", "name"), default="yaml")
+    _add_serve_command(add, default_store)
+    p = add("operator", cmd_operator, "Run the Kubernetes operator (settings from CONVEYOR_* env).")
+    p.add_argument(
+        "--namespace", "-n", type=namespace, action="append", default=[], help="watch this namespace"
+    )
+    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p.add_argument("--peering", metavar="NAME", help="Kopf peering for HA (default: standalone)")
+
+
+def _add_serve_command(add: AddCommand, default_store: str) -> None:
+    p = add("serve", cmd_serve, "Serve a model over HTTP (V2 inference protocol), with drift metrics.")
+    p.add_argument("--model", help="a run's model URI (file:// or s3://) or local path")
+    p.add_argument("--reference", help="reference profile (default: the model's run's profile)")
+    p.add_argument("--pipeline", help="serve this pipeline's current champion (with --store)")
+    p.add_argument("--store", default=default_store, help=f"with --pipeline (default: {default_store})")
+    p.add_argument("--namespace", "-n", type=namespace, default="default", help="with --pipeline")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "onnx", "skops"),
+        default="auto",
+        help="what computes predictions: onnxruntime on the run's model.onnx when it has one "
+        "(auto, onnx) or scikit-learn on model.skops (default: auto)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (each keeps its own drift window; metrics are merged)",
+    )
+    p.add_argument("--window", type=int, default=1000, help="rows in the drift window")
+    p.add_argument("--min-samples", type=int, default=100, help="rows before drift is reported")
+    p.add_argument("--drift-method", choices=("psi", "ks"), default="psi")
+    p.add_argument("--drift-interval", type=float, default=2.0, help="seconds between drift updates")
+    p.add_argument(
+        "--feedback-window",
+        type=int,
+        default=10000,
+        help="predictions remembered by id for feedback (the oldest expire first)",
+    )
+    p.add_argument(
+        "--quality-window", type=int, default=1000, help="labelled predictions the live quality is over"
+    )
+    p.add_argument("--max-rows", type=int, default=1000, help="rows per request")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument(
+        "--body-timeout", type=float, default=10.0, help="seconds to receive a request body, else 408"
+    )
+    p.add_argument(
+        "--window-max-bytes",
+        type=int,
+        default=32 << 20,
+        help="bytes the drift window may take (caps --window)",
+    )
+    p.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="coalesce concurrent requests into one predict call (default: on)",
+    )
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=0.0,
+        help="wait this long for more requests (default 0: batch only what queued meanwhile)",
     )

@@ -10,10 +10,12 @@ from rich.console import Console
 
 from conveyor.artifacts.champion import list_versions
 from conveyor.artifacts.layout import RunRecord, read_run_record
-from conveyor.artifacts.store import Store, StoreError, open_store
+from conveyor.artifacts.store import Store, StoreError
 from conveyor.cli_errors import CliError
+from conveyor.cli_output import dump, names, table
 
 COLUMNS = ("version", "run", "metrics", "promoted at", "trigger", "approved by")
+WIDE_COLUMNS = ("stage", "model", "sha256")
 
 
 def _metrics(metrics: dict[str, float]) -> str:
@@ -21,7 +23,9 @@ def _metrics(metrics: dict[str, float]) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    store = open_store(args.store)
+    from conveyor.cli_store import open_named_store
+
+    store = open_named_store(args.store)
     versions = list_versions(store, args.namespace, args.pipeline)
     if not versions:
         raise CliError(
@@ -30,7 +34,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
     triggers = {v.run: _trigger(store, args.namespace, args.pipeline, v.run) for v in versions}
     latest = versions[-1].version
-    if args.json:
+    if args.output in ("json", "yaml"):
         rows = [
             {
                 "version": v.version,
@@ -46,9 +50,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             }
             for v in versions
         ]
-        print(json.dumps(rows, indent=2))
+        dump(rows, args.output)
         return 0
-    table: list[tuple[str, ...]] = [
+    if args.output == "name":  # what a ModelDeployment's model.version takes
+        names([str(v.version) for v in versions])
+        return 0
+    wide = args.output == "wide"
+    rows_: list[tuple[str, ...]] = [
         (
             f"{v.version}{' *' if v.version == latest else ''}",
             v.run,
@@ -57,24 +65,12 @@ def cmd_models(args: argparse.Namespace) -> int:
             triggers[v.run],
             v.approved_by,
         )
+        + ((v.stage, v.model.uri, v.model.sha256[:12]) if wide else ())
         for v in versions
     ]
-    _print(table)
+    columns = COLUMNS + WIDE_COLUMNS if wide else COLUMNS
+    table(columns, rows_, caption="* the champion (served by fromPipeline without a version)")
     return 0
-
-
-def _print(rows: list[tuple[str, ...]]) -> None:
-    console = Console()
-    if not console.is_terminal:  # for scripts: one version a line, tab-separated
-        for row in rows:
-            print("\t".join(row))
-        return
-    from rich.table import Table
-
-    table = Table(*COLUMNS, caption="* the champion (served by fromPipeline without a version)")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
 
 
 def _trigger(store: Store, namespace: str, pipeline: str, run: str) -> str:

@@ -17,6 +17,7 @@ COMMANDS = [
     "run",
     "validate",
     "crds",
+    "completion",
     "stage",
     "render",
     "serve",
@@ -53,7 +54,8 @@ def test_parser_knows_every_command() -> None:
                 "store": None,
                 "no_cache": False,
                 "launch": "fork",
-                "json": False,
+                "output": None,
+                "namespace": None,
             },
             id="run-defaults",
         ),
@@ -66,7 +68,7 @@ def test_parser_knows_every_command() -> None:
         pytest.param(["run", "--debug", "p.yaml"], {"debug": True}, id="debug-after-the-command"),
         pytest.param(["--debug", "run", "p.yaml"], {"debug": True}, id="debug-before-the-command"),
         pytest.param(["validate", "a", "b"], {"files": ["a", "b"]}, id="validate"),
-        pytest.param(["crds"], {"output": "crds"}, id="crds"),
+        pytest.param(["crds"], {"output": None, "output_dir": None}, id="crds"),
         pytest.param(["render", "-f", "a", "--file", "b"], {"file": ["a", "b"], "store": None}, id="render"),
         pytest.param(
             ["serve", "--model", "m"],
@@ -85,7 +87,7 @@ def test_parser_knows_every_command() -> None:
         ),
         pytest.param(["runs"], {"store": ".conveyor"}, id="runs"),
         pytest.param(
-            ["show", "r1", "--json", "--store", "s"], {"run": "r1", "json": True, "store": "s"}, id="show"
+            ["show", "r1", "--json", "--store", "s"], {"run": "r1", "output": "json", "store": "s"}, id="show"
         ),
     ],
 )
