@@ -1,7 +1,24 @@
-"""Operator metrics, defined once (prometheus-client)."""
+"""Operator metrics, defined once (prometheus-client).
+
+Every label value known in advance gets its series at import, at zero: a counter series that
+first appears with the value 1 is invisible to `increase()` and `rate()`, so the failed-run
+alert would miss the first failure after each operator start (a new pod is a new series).
+"""
+
+import platform
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from conveyor import __version__
+from conveyor.api.pipelinerun import FINISHED_RUN_PHASES
+
+RECONCILED_KINDS = ("PipelineRun",)  # the kinds whose reconciles are timed and counted
+
+BUILD_INFO = Gauge(
+    "conveyor_build_info",
+    "Always 1; the labels say which Conveyor (and Python) the operator runs.",
+    ["version", "python_version"],
+)
 RUNS_FINISHED = Counter(
     "conveyor_pipelineruns_finished_total", "PipelineRuns that reached a final phase.", ["phase"]
 )
@@ -24,3 +41,10 @@ QUEUE_DEPTH = Gauge(
     "Runs waiting for a slot under maxConcurrentRuns.",
     ["namespace", "pipeline"],
 )
+
+BUILD_INFO.labels(version=__version__, python_version=platform.python_version()).set(1)
+for _phase in sorted(FINISHED_RUN_PHASES):
+    RUNS_FINISHED.labels(phase=_phase)
+for _kind in RECONCILED_KINDS:
+    RECONCILE_ERRORS.labels(kind=_kind)
+    RECONCILE_SECONDS.labels(kind=_kind)
