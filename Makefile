@@ -8,10 +8,14 @@ DEMO_STORE ?= .conveyor
 
 .PHONY: install demo test lint tools kube dev-cluster dev-cluster-down crds manifests bench clean
 
+# pip's own progress (not -q): the first install downloads scikit-learn, pandas, pyarrow,
+# onnxruntime, optuna, kubernetes, moto and the test tools, 1.5 GB installed, minutes of silence
+# with -q; a re-install after a pyproject change takes seconds
 $(STAMP): pyproject.toml
+	@echo "== installing conveyor and its test tools into $(VENV) (first time: several minutes, 1.5 GB)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install --progress-bar on -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
