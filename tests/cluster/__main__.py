@@ -73,6 +73,7 @@ def up() -> int:
         "--from-literal=AWS_ACCESS_KEY_ID=testing",
         "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
     )
+    cluster.kubectl("label", "secret", CREDENTIALS_SECRET, "-n", "default", "conveyor.dev/credentials=true")
     op_env = {
         **env,
         "KUBECONFIG": str(cluster.operator_kubeconfig),
@@ -81,6 +82,7 @@ def up() -> int:
         "CONVEYOR_STORE": "s3://conveyor/conveyor",
         "CONVEYOR_S3_ENDPOINT": endpoint,
         "CONVEYOR_CREDENTIALS_SECRET": CREDENTIALS_SECRET,
+        "CONVEYOR_READ_ONLY_CREDENTIALS_SECRET": CREDENTIALS_SECRET,  # moto checks no credentials
         "CONVEYOR_IMAGE": "conveyor:dev",
         "CONVEYOR_METRICS_PORT": str(free_port()),
         "CONVEYOR_HEALTH_PORT": str(free_port()),

@@ -82,15 +82,15 @@ def _allowed(rules: list[dict[str, Any]], verb: str, group: str, resource: str) 
     return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
 
 
-def test_rbac_has_no_wildcards_and_no_secret_reads(helm: Path) -> None:
+def test_rbac_has_no_wildcards_and_no_secret_listing(helm: Path) -> None:
     """What the operator may do is enforced by a real API server in tests/integration/kube
     (the operator runs there as this ServiceAccount); this checks the shape of the grants."""
     role = next(d for d in template(helm) if d["kind"] == "ClusterRole")
     rules = role["rules"]
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
-    assert not _allowed(rules, "get", "", "secrets"), "the operator never reads Secrets"
-    assert not _allowed(rules, "list", "", "secrets"), "the operator never reads Secrets"
+    # `get` only: a named Secret's opt-in label, read as metadata (engine.credentials)
+    assert [r["verbs"] for r in rules if "secrets" in r["resources"]] == [["get"]]
 
 
 def test_namespaced_install_uses_roles(helm: Path) -> None:
@@ -153,9 +153,11 @@ def test_minio_scenario_wires_the_store(helm: Path) -> None:
     }
     assert env["CONVEYOR_STORE"] == "s3://conveyor/conveyor"
     assert env["CONVEYOR_S3_ENDPOINT"] == "http://conveyor-minio.conveyor.svc:9000"
-    assert env["CONVEYOR_CREDENTIALS_SECRET"] == "conveyor-minio"
+    assert env["CONVEYOR_CREDENTIALS_SECRET"] == "conveyor-minio-readwrite"
+    assert env["CONVEYOR_READ_ONLY_CREDENTIALS_SECRET"] == "conveyor-minio-readonly"
     assert {d["kind"] for d in docs if "minio" in d["metadata"]["name"]} == {
         "Secret",
+        "ConfigMap",
         "PersistentVolumeClaim",
         "Deployment",
         "Service",
@@ -178,3 +180,34 @@ def test_every_operator_variable_the_chart_sets_is_a_setting_and_parses(helm: Pa
     assert wanted <= rendered
     settings = Settings.from_env({k: v for k, v in env.items() if k in rendered})
     assert settings.prometheus_url == env["CONVEYOR_PROMETHEUS_URL"] and settings.drift_seconds == 15
+
+
+def test_minio_hands_out_a_read_write_and_a_read_only_user_never_root(helm: Path) -> None:
+    """Pods get MinIO users made by the setup Job, in Secrets that opt in to being mounted; the
+    root credentials stay with MinIO and that Job, in a Secret that does not opt in."""
+    import json
+
+    docs = template(helm, "minio-values.yaml")
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    opted_in = {
+        n for n, d in secrets.items() if d["metadata"]["labels"].get("conveyor.dev/credentials") == "true"
+    }
+    assert opted_in == {"conveyor-minio-readwrite", "conveyor-minio-readonly"}
+    assert set(secrets["conveyor-minio"]["stringData"]) == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+    users = {n: secrets[n]["stringData"]["AWS_ACCESS_KEY_ID"] for n in opted_in}
+    assert users == {
+        "conveyor-minio-readwrite": "conveyor-stages",
+        "conveyor-minio-readonly": "conveyor-serving",
+    }
+    policies = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "conveyor-minio-policies"
+    )
+    actions = {
+        name.removesuffix(".json"): {a for s in json.loads(text)["Statement"] for a in s["Action"]}
+        for name, text in policies["data"].items()
+    }
+    assert actions["readonly"] == {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject"}
+    assert {"s3:PutObject", "s3:DeleteObject"} <= actions["readwrite"]
+    job = next(d for d in docs if d["kind"] == "Job")
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert 'mc admin policy create conveyor "conveyor-$access" "/policies/$access.json"' in script

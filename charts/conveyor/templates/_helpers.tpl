@@ -54,7 +54,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{- define "conveyor.credentialsSecret" -}}
 {{- if .Values.operator.credentialsSecret }}{{ .Values.operator.credentialsSecret }}
-{{- else if .Values.minio.enabled }}{{ printf "%s-minio" (include "conveyor.fullname" .) }}
+{{- else if .Values.minio.enabled }}{{ printf "%s-minio-readwrite" (include "conveyor.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.readOnlyCredentialsSecret" -}}
+{{- if .Values.operator.readOnlyCredentialsSecret }}{{ .Values.operator.readOnlyCredentialsSecret }}
+{{- else if .Values.minio.enabled }}{{ printf "%s-minio-readonly" (include "conveyor.fullname" .) }}
 {{- end }}
 {{- end }}
 
@@ -104,6 +110,13 @@ OwnerReferencesPermissionEnforcement admission plugin then requires update on th
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- /* A Secret named for pods is mounted only if it opted in (label conveyor.dev/credentials: "true"):
+the operator reads that label, as metadata only (PartialObjectMetadata). RBAC has no metadata-only
+verb; `get` without list/watch cannot enumerate Secrets, and reaches none that creating a Job or
+Deployment mounting it would not. */}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]

@@ -69,6 +69,7 @@ class Reason(StrEnum):
     AWAITING_APPROVAL = "AwaitingApproval"
     APPROVED = "Approved"
     REJECTED = "Rejected"
+    CREDENTIALS_NOT_ALLOWED = "CredentialsNotAllowed"
 
 
 class Condition(Status):
@@ -128,7 +129,13 @@ class S3Store(Model):
     region: str | None = None
     credentials_secret: str | None = Field(
         default=None,
-        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, mounted via envFrom.",
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for stage pods, "
+        'mounted via envFrom; it must carry the label conveyor.dev/credentials: "true".',
+    )
+    read_only_credentials_secret: str | None = Field(
+        default=None,
+        description="Secret with credentials that can only read the store, for model servers "
+        "(which are never given credentialsSecret); labelled like credentialsSecret.",
     )
 
 

@@ -63,9 +63,11 @@ class InvalidSpec:
 
 @dataclass(frozen=True)
 class NoModel:
-    """There is no model to serve (no such Pipeline, no champion yet, a bad URI): why."""
+    """There is no model to serve (no such Pipeline, no champion yet, a bad URI, credentials
+    not allowed): why."""
 
     message: str
+    reason: Reason = Reason.MODEL_NOT_FOUND
 
 
 class NotRead(Enum):
@@ -185,8 +187,8 @@ def plan_model_deployment(
     if isinstance(spec, InvalidSpec):
         return _plan(previous, _set(status, "Ready", "False", Reason.INVALID_SPEC, spec.message, now))
     if isinstance(facts.target, NoModel):
-        message = facts.target.message
-        return _plan(previous, _set(status, "Ready", "False", Reason.MODEL_NOT_FOUND, message, now))
+        message, reason = facts.target.message, facts.target.reason
+        return _plan(previous, _set(status, "Ready", "False", reason, message, now))
     rollout = plan_rollout(
         facts.target, facts.rollout, spec.replicas, last_good(previous), previous.failed_model_sha256
     )

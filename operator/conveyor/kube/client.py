@@ -27,6 +27,8 @@ from conveyor.kube.credentials import Connection, TokenFile
 Body = dict[str, Any]
 Items = list[Body]
 MERGE_PATCH = "application/merge-patch+json"
+# an object's metadata alone: a Secret's labels without its data
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 USER_AGENT = f"conveyor-operator/{__version__}"
 PAGE_SIZE = 500
 RETRY_DELAY = 5.0  # a 429 or 5xx without a Retry-After
@@ -84,6 +86,7 @@ SERVICES = Resource("", "v1", "services")
 SERVICEMONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
 PROMETHEUSRULES = Resource("monitoring.coreos.com", "v1", "prometheusrules")
 EVENTS = Resource("", "v1", "events")
+SECRETS = Resource("", "v1", "secrets")
 
 
 class KubeClient:
@@ -116,16 +119,17 @@ class KubeClient:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> tuple[int, Any]:
         """(status, decoded body) of a successful answer; a typed error otherwise (see `_error`).
         A 401 re-reads the token file, if there is one, and tries once more (a static token or
         a client certificate has nothing to reload)."""
         # JSON has no NaN or infinity: a ValueError here rather than a 400 from the server
         data = None if body is None else json.dumps(body, allow_nan=False)
-        answer = await self._send(method, path, data, params, content_type)
+        answer = await self._send(method, path, data, params, content_type, accept)
         if answer[0] == 401 and self._token is not None:
             self._token.header(force=True)
-            answer = await self._send(method, path, data, params, content_type)
+            answer = await self._send(method, path, data, params, content_type, accept)
         status, payload, text, retry_after = answer
         if status >= 400:
             raise _error(f"{method} {path}", status, payload, text, retry_after)
@@ -134,10 +138,16 @@ class KubeClient:
         return status, payload
 
     async def _send(
-        self, method: str, path: str, data: str | None, params: Mapping[str, str] | None, content_type: str
+        self,
+        method: str,
+        path: str,
+        data: str | None,
+        params: Mapping[str, str] | None,
+        content_type: str,
+        accept: str,
     ) -> tuple[int, Any, str, str | None]:
         http = await self._http()
-        headers = {"Content-Type": content_type, "Accept": "application/json", **self._auth()}
+        headers = {"Content-Type": content_type, "Accept": accept, **self._auth()}
         try:
             async with http.request(
                 method, self.conn.server + path, data=data, params=params, headers=headers
@@ -160,6 +170,16 @@ class KubeClient:
     async def get(self, res: Resource, namespace: str | None, name: str) -> Body | None:
         try:
             _, body = await self.request("GET", res.path(namespace, name))
+        except NotFound:
+            return None
+        return body  # type: ignore[no-any-return]
+
+    async def get_metadata(self, res: Resource, namespace: str | None, name: str) -> Body | None:
+        """An object's metadata only (a PartialObjectMetadata; None if it is not there): the
+        labels of a Secret without its data, which never reaches the operator. RBAC still
+        needs `get` on the resource: it has no metadata-only verb."""
+        try:
+            _, body = await self.request("GET", res.path(namespace, name), accept=PARTIAL_METADATA)
         except NotFound:
             return None
         return body  # type: ignore[no-any-return]

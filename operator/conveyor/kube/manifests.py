@@ -11,6 +11,7 @@ from conveyor import contract
 from conveyor.api.common import API_VERSION, S3Store
 from conveyor.api.modeldeployment import ModelDeploymentSpec, Rollout
 from conveyor.api.pipeline import Stage
+from conveyor.engine.credentials import StoreSecrets, serving_secret, store_secrets
 from conveyor.engine.invocation import StageInvocation
 from conveyor.engine.names import child_name, dns1035_label, label_value, standard_labels
 from conveyor.engine.params import substitute
@@ -71,16 +72,20 @@ def restricted_container_security() -> dict[str, Any]:
     }
 
 
-def store_env(s3: S3Store | None, settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
-    """Environment for reaching the store, and the Secret holding its credentials."""
+def secrets_of(s3: S3Store | None, settings: Settings) -> StoreSecrets:
+    """Stage pods' read-write and model servers' read-only Secrets (opt-in checked by the reconcilers)."""
+    return store_secrets(s3, settings.credentials_secret, settings.read_only_credentials_secret)
+
+
+def store_env(s3: S3Store | None, settings: Settings) -> list[dict[str, Any]]:
+    """Environment for reaching the store (its credentials come from a Secret, by envFrom)."""
     env = []
     endpoint = (s3.endpoint if s3 else None) or settings.s3_endpoint
     if endpoint:
         env.append({"name": contract.S3_ENDPOINT_ENV, "value": endpoint})
     if s3 and s3.region:
         env.append({"name": contract.S3_REGION_ENV, "value": s3.region})
-    secret = (s3.credentials_secret if s3 else None) or settings.credentials_secret
-    return env, secret
+    return env
 
 
 def stage_container(
@@ -88,7 +93,7 @@ def stage_container(
 ) -> dict[str, Any]:
     """The one container of a stage's pod: `conveyor stage` for a built-in, else the stage's
     own image and command, with the invocation and the termination log in its environment."""
-    env, secret = store_env(s3, settings)
+    env = store_env(s3, settings)
     env += [
         {"name": contract.INVOCATION_ENV, "value": inv.to_json()},
         {"name": "HOME", "value": "/tmp"},
@@ -112,8 +117,8 @@ def stage_container(
             container["command"] = substitute(list(stage.command), inv.params)
         if stage.args:
             container["args"] = substitute(list(stage.args), inv.params)
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    if (rw := secrets_of(s3, settings).read_write) is not None:
+        container["envFrom"] = [{"secretRef": {"name": rw.name}}]
     if stage.resources is not None:
         container["resources"] = stage.resources.model_dump(exclude_none=True)
     return container
@@ -236,8 +241,10 @@ def _probe(path: str, period: int, failures: int, **extra: int) -> dict[str, Any
 def server_container(
     spec: ModelDeploymentSpec, model_uri: str, s3: S3Store | None, settings: Settings
 ) -> dict[str, Any]:
-    """The model server's container: probes on the V2 health paths, `/metrics` on `http`."""
-    env, secret = store_env(s3, settings)
+    """The model server's container: probes on the V2 health paths, `/metrics` on `http`; the
+    store's read-only Secret (`NoReadOnlySecret` when only a read-write one is set)."""
+    env = store_env(s3, settings)
+    ro = serving_secret(secrets_of(s3, settings))
     env.append({"name": "HOME", "value": "/tmp"})
     container: dict[str, Any] = {
         "name": "server",
@@ -253,8 +260,8 @@ def server_container(
         "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    if ro is not None:
+        container["envFrom"] = [{"secretRef": {"name": ro.name}}]
     if spec.resources is not None:
         container["resources"] = spec.resources.model_dump(exclude_none=True)
     return container

@@ -26,6 +26,10 @@ class Settings(BaseModel):
         default=None,
         description="Secret with S3 credentials for stage pods, when the pipeline names none.",
     )
+    read_only_credentials_secret: str | None = Field(
+        default=None,
+        description="Secret with read-only S3 credentials for model servers, when the pipeline names none.",
+    )
     job_ttl_seconds: int = Field(default=3600, ge=0)
     resync_seconds: float = Field(default=30.0, gt=0, description="Safety-net look at a running run.")
     pipeline_resync_seconds: float = Field(

@@ -1,5 +1,5 @@
 """Which artifact store a pipeline uses on the cluster, opened with the operator's own
-credentials (its environment, from a Secret); the operator never reads other Secrets."""
+credentials (its environment, from a Secret); the operator never reads other Secrets' data."""
 
 from __future__ import annotations
 
@@ -54,11 +54,8 @@ class StoreResolver:
                 ]
             )
         try:
-            return S3Spec(
-                bucket=where[0],
-                endpoint=self.settings.s3_endpoint,
-                credentials_secret=self.settings.credentials_secret,
-            )
+            # its Secrets are the operator's (manifests.secrets_of)
+            return S3Spec(bucket=where[0], endpoint=self.settings.s3_endpoint)
         except ValidationError as err:
             raise InvalidResource(pydantic_problems(err, "spec.model.uri")) from None
 

@@ -158,7 +158,13 @@ async def ns(kube: Api, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     await kube.call(
         "POST",
         f"/api/v1/namespaces/{name}/secrets",
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET}, "data": data},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            # opted in: the operator mounts no other Secret (engine.credentials)
+            "metadata": {"name": CREDENTIALS_SECRET, "labels": {"conveyor.dev/credentials": "true"}},
+            "data": data,
+        },
     )
     await wait_for(
         lambda: kube.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default", ok=(404,)),
@@ -221,6 +227,9 @@ def operator_settings(s3_endpoint: str, **overrides: Any) -> Settings:
         image="conveyor:test",
         resync_seconds=2.0,
         credentials_secret=CREDENTIALS_SECRET,
+        # the shared S3 server checks no credentials: one Secret serves as both (test_credentials
+        # shows read-only credentials refused a write by a server that checks them)
+        read_only_credentials_secret=CREDENTIALS_SECRET,
         s3_endpoint=s3_endpoint,
         job_ttl_seconds=600,
     )

@@ -68,7 +68,11 @@ async def rec(
     for plural in ("modeldeployments", "pipelineruns"):
         path = f"{GROUP_PATH}/namespaces/{ns}/{plural}"
         await wait_for(lambda p=path: kube.call("GET", p, ok=(429,)), 30, f"{plural} storage", interval=0.25)
-    settings = Settings(s3_endpoint=s3["endpoint"], credentials_secret=CREDENTIALS_SECRET)
+    settings = Settings(
+        s3_endpoint=s3["endpoint"],
+        credentials_secret=CREDENTIALS_SECRET,
+        read_only_credentials_secret=CREDENTIALS_SECRET,
+    )
     client = KubeClient(Connection.from_environment())  # the operator's identity
     yield ModelDeploymentReconciler(client, settings, StoreResolver(settings), drift=drift, clock=clock)
     await client.close()

@@ -325,7 +325,7 @@ def _server_container(args: list[str]) -> dict[str, object]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-        "envFrom": [{"secretRef": {"name": "s3"}}],
+        "envFrom": [{"secretRef": {"name": "s3-read-only"}}],  # never the read-write "s3"
         "resources": {"requests": {"cpu": "1"}},
     }
 
@@ -357,7 +357,13 @@ def test_model_server_deployment_whole(extra: dict[str, object], args: list[str]
     spec = ModelDeploymentSpec.model_validate(
         {"model": {"uri": MODEL}, "replicas": 3, "resources": {"requests": {"cpu": "1"}}, **extra}
     )
-    s3 = S3Store(bucket="bkt", endpoint="http://minio:9000", region="eu-1", credentials_secret="s3")
+    s3 = S3Store(
+        bucket="bkt",
+        endpoint="http://minio:9000",
+        region="eu-1",
+        credentials_secret="s3",
+        read_only_credentials_secret="s3-read-only",
+    )
     dep = desired_deployment(owner, spec, MODEL, "sha", s3, Settings(image="conveyor:1"))
     assert dep == {
         "apiVersion": "apps/v1",

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from conveyor.api.common import S3Store
+from conveyor.api.common import Reason, S3Store
 from conveyor.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from conveyor.api.pipeline import Pipeline
 from conveyor.artifacts import layout
 from conveyor.artifacts.champion import read_version
 from conveyor.contract import DEPLOYMENT_LABEL, MODEL_ANNOTATION
+from conveyor.engine.credentials import serving_secret
 from conveyor.engine.modeldeployments import (
     UNOBSERVED,
     DeploymentFacts,
@@ -54,8 +55,10 @@ from conveyor.kube.manifests import (
     desired_service_monitor,
     desired_triggered_run,
     model_server_name,
+    secrets_of,
 )
 from conveyor.kube.quality import QualityReader, quality_reader
+from conveyor.kube.reconcilers.secrets import check_secrets
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 
@@ -117,6 +120,11 @@ class ModelDeploymentReconciler:
             target, s3 = await self._target(spec, namespace)
         except InvalidResource as err:
             return DeploymentFacts(NoModel("; ".join(map(str, err.problems)))), None
+        try:  # model servers get the store's read-only Secret, and only one that opted in
+            await check_secrets(self.kube, namespace, serving_secret(secrets_of(s3, self.settings)))
+        except InvalidResource as err:
+            why = NoModel("; ".join(map(str, err.problems)), Reason.CREDENTIALS_NOT_ALLOWED)
+            return DeploymentFacts(why), None
         server = model_server_name(name)
         current = await self.kube.get(DEPLOYMENTS, namespace, server)
         facts = DeploymentFacts(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from conveyor.api.common import Reason
+from conveyor.api.common import Reason, S3Store
 from conveyor.api.pipeline import Pipeline, PipelineSpec
 from conveyor.api.pipelinerun import (
     FINISHED_RUN_PHASES,
@@ -31,7 +31,8 @@ from conveyor.engine.validation import InvalidResource, Problem, check_pipeline_
 from conveyor.kube import metrics
 from conveyor.kube.client import PIPELINERUNS, PIPELINES, Body, KubeClient
 from conveyor.kube.launcher import JobLauncher
-from conveyor.kube.manifests import Owner
+from conveyor.kube.manifests import Owner, secrets_of
+from conveyor.kube.reconcilers.secrets import check_secrets
 from conveyor.kube.settings import Settings
 from conveyor.kube.stores import StoreResolver
 from conveyor.runs.advance import RunInputs, advance
@@ -39,7 +40,13 @@ from conveyor.runs.approval import approve, reject
 from conveyor.runs.context import RunContext, runtime_version
 
 Clock = Callable[[], datetime]
-WARNINGS = {Reason.STAGE_FAILED, Reason.TIMED_OUT, Reason.INVALID_SPEC, Reason.PIPELINE_NOT_FOUND}
+WARNINGS = {
+    Reason.STAGE_FAILED,
+    Reason.TIMED_OUT,
+    Reason.INVALID_SPEC,
+    Reason.PIPELINE_NOT_FOUND,
+    Reason.CREDENTIALS_NOT_ALLOWED,
+}
 
 
 def utcnow() -> datetime:
@@ -105,6 +112,8 @@ class PipelineRunReconciler:
             await self._write(body, refused(previous, message, run.metadata.generation, self.clock()))
             return Outcome(finished=True)
         if previous.phase == RunPhase.PENDING and not run.spec.cancelled:
+            if not await self._secrets_allowed(body, run, s3):
+                return Outcome(finished=False, requeue=self.settings.resync_seconds)
             slot = await self._admit(body, run, spec, pipeline)
             if slot is None:
                 return Outcome(finished=False, requeue=self.settings.resync_seconds)
@@ -206,6 +215,21 @@ class PipelineRunReconciler:
         previous = run.status or PipelineRunStatus()
         await self._write(body, waiting(previous, reason, message, run.metadata.generation, self.clock()))
         return None
+
+    async def _secrets_allowed(self, body: Body, run: PipelineRun, s3: S3Store) -> bool:
+        """Before its first Job: the Secret its stage pods would get has opted in; else the run
+        waits, Pending, its status naming the Secret, the label and the fix (looked at again
+        every resync: labelling the Secret starts it)."""
+        namespace = run.metadata.namespace or "default"
+        try:
+            await check_secrets(self.kube, namespace, secrets_of(s3, self.settings).read_write)
+        except InvalidResource as err:
+            message = "; ".join(map(str, err.problems))
+            previous = run.status or PipelineRunStatus()
+            reason = Reason.CREDENTIALS_NOT_ALLOWED
+            await self._write(body, waiting(previous, reason, message, run.metadata.generation, self.clock()))
+            return False
+        return True
 
     async def _admit(
         self, body: Body, run: PipelineRun, spec: PipelineSpec, pipeline: str
