@@ -90,7 +90,9 @@ def previous(name: str) -> str | None:
 async def setup_namespace(kube: Api) -> None:
     await kube.call("POST", "/api/v1/namespaces", obj("Namespace", NS))
     data = {k: base64.b64encode(b"bench").decode() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    await kube.call("POST", f"/api/v1/namespaces/{NS}/secrets", obj("Secret", CREDENTIALS_SECRET, data=data))
+    secret = obj("Secret", CREDENTIALS_SECRET, data=data)
+    secret["metadata"]["labels"] = {"conveyor.dev/credentials": "true"}  # opted in, or no Job is made
+    await kube.call("POST", f"/api/v1/namespaces/{NS}/secrets", secret)
     for _ in range(300):  # pods are refused until the namespace's default ServiceAccount exists
         if await kube.call("GET", f"/api/v1/namespaces/{NS}/serviceaccounts/default", ok=(404,)):
             return
