@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conveyor import __version__
 from conveyor.cli_approval import add_approval_commands
@@ -20,6 +21,9 @@ from conveyor.cli_output import add_json_alias, add_output_option, dump, names, 
 from conveyor.cli_store import add_store_commands, open_named_store, record_data
 from conveyor.contract import INVOCATION_ENV
 from conveyor.errors import ConveyorError
+
+if TYPE_CHECKING:
+    from conveyor.engine.validation import Problem
 
 DEFAULT_STORE = ".conveyor"
 EXIT_REJECTED = 3  # `conveyor run`: the run succeeded, its model did not pass its gate
@@ -38,12 +42,11 @@ def _params(values: Sequence[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.live import Live
 
     from conveyor.engine.validation import InvalidResource
     from conveyor.local.executor import LocalRun
     from conveyor.local.processes import ProcessStarter
-    from conveyor.local.progress import print_summary, stage_table
+    from conveyor.local.progress import print_summary, watch
     from conveyor.resources import load_run_request
 
     try:
@@ -72,12 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except InvalidResource as err:
         raise CliError("\n".join(str(p) for p in err.problems)) from None
-    console = Console(stderr=True)
-    if console.is_terminal and not args.output:
-        with Live(console=console, refresh_per_second=8, transient=True) as live:
-            local.on_change = lambda plan: live.update(stage_table(plan.status.stages, local.run))
-            record = local.execute()
-    else:
+    with watch(local, Console(stderr=True), show=not args.output):
         record = local.execute()
     if args.output in ("json", "yaml"):
         dump(record_data(record), args.output)
@@ -113,6 +111,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems = validate_expanded(files)
     except ResourceFileError as err:
         raise CliError(str(err)) from None
+    if args.output:
+        return _print_validation(files, problems, args.output)
     for where, problem in problems:
         print(f"{where}: {problem}", file=sys.stderr)
     if problems:
@@ -120,6 +120,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     print(f"{len(files)} file(s) valid")
     return 0
+
+
+def _print_validation(files: list[Path], problems: list[tuple[str, Problem]], fmt: str) -> int:
+    """`validate -o name`: the resources found (kind.group/name), as kubectl prints them;
+    `-o json|yaml`: those and the problems, one object each (exit 1 when there are any)."""
+    from conveyor.resources import load_documents, ours
+
+    found = []
+    for doc in (d for f in files for d in load_documents(f) if ours(d.body)):
+        kind, group = str(doc.body.get("kind", "")).lower(), str(doc.body.get("apiVersion", "")).split("/")[0]
+        found.append(f"{kind}.{group}/{(doc.body.get('metadata') or {}).get('name', '')}")
+    if fmt == "name":
+        names(found)
+        for where, problem in problems:
+            print(f"{where}: {problem}", file=sys.stderr)
+    else:
+        listed = [{"file": w, "path": p.path, "message": p.message, "fix": p.fix} for w, p in problems]
+        dump({"files": [str(f) for f in files], "resources": found, "problems": listed}, fmt)
+    return 1 if problems else 0
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
@@ -238,6 +257,7 @@ def _add_local_commands(add: AddCommand) -> None:
 
     p = add("validate", cmd_validate, "Check resource files offline, beyond the schema.")
     p.add_argument("files", nargs="+", help="YAML files or folders")
+    add_output_option(p, ("json", "yaml", "name"), default="its problems, then a count")
 
     p = add("crds", cmd_crds, "Write the CRDs generated from the resource models.")
     p.add_argument("--output-dir", metavar="DIR", help="write one file per CRD here (default: crds)")

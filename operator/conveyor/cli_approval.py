@@ -42,10 +42,10 @@ def _find(store: Store, args: argparse.Namespace) -> RunRecord:
 
 
 def _decide(args: argparse.Namespace, decide: Callable[[Store, RunRecord, str], Decided]) -> Decided:
-    from conveyor.artifacts.store import open_store
+    from conveyor.cli_store import open_named_store
     from conveyor.runs.approval import ApprovalError
 
-    store = open_store(args.store)
+    store = open_named_store(args.store)
     record = _find(store, args)
     try:
         return decide(store, record, args.as_ or getpass.getuser())

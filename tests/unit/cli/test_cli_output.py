@@ -108,6 +108,28 @@ def test_a_namespace_is_checked_as_kubernetes_does(command: str, capsys: pytest.
     assert "'../x' is not a namespace name" in capsys.readouterr().err
 
 
+def test_validate_output_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: conveyor.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\nspec: {stages: []}\n"
+    )
+    penguins = EXAMPLES / "penguins" / "pipeline.yaml"
+    assert _out(capsys, ["validate", str(penguins), "-o", "name"]) == "pipeline.conveyor.dev/penguins\n"
+    assert main(["validate", str(bad), str(penguins), "-o", "json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {
+        "files": [str(bad), str(penguins)],
+        "resources": ["pipeline.conveyor.dev/p", "pipeline.conveyor.dev/penguins"],
+        "problems": [
+            {
+                "file": str(bad),
+                "path": "spec.stages",
+                "message": "List should have at least 1 item after validation, not 0",
+                "fix": "",
+            }
+        ],
+    }
+
+
 def test_crds_output_dir_and_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     files = [
         "conveyor.dev_modeldeployments.yaml",
@@ -166,8 +188,13 @@ def test_render_blames_the_store_option_it_was_given(
     assert err == f"error: {message}\n"
 
 
-def test_a_bad_store_option_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", str(EXAMPLES / "breast-cancer" / "pipeline.yaml"), "--store", "ftp://x"]) == 1
+@pytest.mark.parametrize(
+    "command",
+    [f"run {EXAMPLES / 'breast-cancer' / 'pipeline.yaml'}", "runs", "show x", "models p", "approve x"],
+    ids=lambda c: c.split()[0],
+)
+def test_a_bad_store_option_is_named(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command.split(), "--store", "ftp://x"]) == 1
     assert capsys.readouterr().err.startswith("error: --store: unsupported store 'ftp://x'")
 
 
