@@ -150,8 +150,11 @@ class Shell:
 
     def close(self) -> None:
         self.stop_background()
-        self._send("exit 0")
-        self.proc.wait(30)
+        try:
+            self._send("exit 0")
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):  # a command still holds it: end it all
+            kill_tree(self.proc.pid)
 
 
 def descendants(pid: int) -> list[int]:
