@@ -25,6 +25,8 @@ def breast_cancer(s3: dict[str, str], name: str = "breast-cancer") -> dict[str, 
             "prefix": "conveyor",
             "endpoint": s3["endpoint"],
             "credentialsSecret": CREDENTIALS_SECRET,
+            # model servers get only this one; the shared S3 server checks no credentials
+            "readOnlyCredentialsSecret": CREDENTIALS_SECRET,
         }
     }
     return dict(doc)
