@@ -12,7 +12,7 @@ kind load docker-image "$IMAGE" --name conveyor
 
 helm upgrade --install conveyor charts/conveyor --namespace "$NS" --create-namespace \
   --set image.repository=conveyor --set image.tag=dev --set image.pullPolicy=Never \
-  --set minio.enabled=true --wait --timeout 5m
+  -f charts/conveyor/ci/kind-values.yaml --wait --timeout 5m
 
 kubectl -n "$NS" apply -f examples/breast-cancer/pipeline.yaml
 kubectl -n "$NS" create -f examples/breast-cancer/run.yaml
@@ -21,9 +21,7 @@ kubectl -n "$NS" get pipelinerun breast-cancer-1
 
 kubectl -n "$NS" apply -f examples/breast-cancer/deployment.yaml
 kubectl -n "$NS" wait --for=condition=Ready modeldeployment/breast-cancer --timeout=5m
-kubectl -n "$NS" port-forward svc/breast-cancer 8000:8000 >/dev/null &
-trap 'kill %1' EXIT
-sleep 2
+# the NodePort Service of ci/kind-values.yaml, mapped to localhost:30800 by kind-config.yaml
 python3 - <<'PY'
 import json, urllib.request
 row = dict(zip(
@@ -37,6 +35,6 @@ row = dict(zip(
     [17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871, 1.095, 0.9053,
      8.589, 153.4, 0.006399, 0.04904, 0.05373, 0.01587, 0.03003, 0.006193, 25.38, 17.33, 184.6,
      2019.0, 0.1622, 0.6656, 0.7119, 0.2654, 0.4601, 0.1189]))
-req = urllib.request.Request("http://127.0.0.1:8000/predict", data=json.dumps({"instances": [row]}).encode())
+req = urllib.request.Request("http://127.0.0.1:30800/predict", data=json.dumps({"instances": [row]}).encode())
 print(urllib.request.urlopen(req).read().decode())
 PY

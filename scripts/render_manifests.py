@@ -1,5 +1,6 @@
 """Regenerate what is derived from the models and the chart: crds/, the chart's copies of the
-CRDs and alert rules, and deploy/conveyor.yaml (the chart rendered with default values).
+CRDs, alert rules and Grafana dashboard, its README (every value), and deploy/conveyor.yaml (the
+chart rendered with default values).
 
 Usage: python scripts/render_manifests.py [--check]   (--check: exit 1 if anything is stale)
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+from chart_readme import render as chart_readme  # noqa: E402
 from k8s_tools import ensure  # noqa: E402
 
 CHART = REPO / "charts" / "conveyor"
@@ -28,7 +30,7 @@ HEADER = (
 def render(out: Path) -> None:
     """Write every derived file under `out` (a copy of the repository layout)."""
     subprocess.run(
-        [sys.executable, "-m", "conveyor", "crds", "-o", str(out / "crds")],
+        [sys.executable, "-m", "conveyor", "crds", "--output-dir", str(out / "crds")],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -39,6 +41,10 @@ def render(out: Path) -> None:
     shutil.copy(
         REPO / "deploy" / "prometheus" / "conveyor-rules.yaml", chart / "files" / "conveyor-rules.yaml"
     )
+    shutil.copy(
+        REPO / "deploy" / "grafana" / "conveyor-dashboard.json", chart / "files" / "conveyor-dashboard.json"
+    )
+    (chart / "README.md").write_text(chart_readme(chart / "values.yaml"))
     helm = ensure() / "helm"
     rendered = subprocess.run(
         [str(helm), "template", "conveyor", str(chart), "--namespace", "conveyor"],
@@ -50,7 +56,7 @@ def render(out: Path) -> None:
     (out / "deploy" / "conveyor.yaml").write_text(HEADER + rendered)
 
 
-DERIVED = ["crds", "charts/conveyor/files", "deploy/conveyor.yaml"]
+DERIVED = ["crds", "charts/conveyor/files", "charts/conveyor/README.md", "deploy/conveyor.yaml"]
 
 
 def main() -> int:

@@ -1,14 +1,19 @@
-{{/* The chart's name. */}}
+{{/* The chart's name (nameOverride replaces it). */}}
 {{- define "conveyor.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The release's full name: <release> or <release>-conveyor, at most 63 characters. */}}
+{{/* The release's full name: fullnameOverride, else <release> or <release>-<name>, at most 63 characters. */}}
 {{- define "conveyor.fullname" -}}
-{{- if contains .Chart.Name .Release.Name }}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -35,8 +40,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end }}
 
+{{/* repository@digest when a digest is given (the tag is then ignored), else repository:tag. */}}
 {{- define "conveyor.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* The default artifact store and its credentials, the bundled MinIO's when enabled. */}}
@@ -64,24 +74,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end }}
 
-{{/* The restricted Pod Security profile. */}}
+{{/* Security contexts (values.yaml): the operator's default meets the restricted Pod Security
+profile and OpenShift's restricted SCC (no fixed UID: the image's numeric USER, or the UID OpenShift
+assigns); the bundled MinIO's sets a UID, as its image would otherwise run as root. */}}
 {{- define "conveyor.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "conveyor.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-capabilities:
-  drop: [ALL]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.securityContext }}
+{{- end }}
+
+{{- define "conveyor.minio.podSecurityContext" -}}
+{{- toYaml .Values.minio.podSecurityContext }}
+{{- end }}
+
+{{- define "conveyor.minio.securityContext" -}}
+{{- toYaml .Values.minio.securityContext }}
 {{- end }}
 
 {{/* RBAC rules: what the operator does, and nothing more (its tests run it as this ServiceAccount on a real API server). */}}

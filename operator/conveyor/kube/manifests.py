@@ -119,8 +119,9 @@ def stage_container(
             container["args"] = substitute(list(stage.args), inv.params)
     if (rw := secrets_of(s3, settings).read_write) is not None:
         container["envFrom"] = [{"secretRef": {"name": rw.name}}]
-    if stage.resources is not None:
-        container["resources"] = stage.resources.model_dump(exclude_none=True)
+    resources = stage.resources or settings.stage_resources  # the operator's default
+    if resources is not None:
+        container["resources"] = resources.model_dump(exclude_none=True)
     return container
 
 

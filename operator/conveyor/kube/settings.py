@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from conveyor import __version__
+from conveyor.api.common import ResourceRequirements
 
 PREFIX = "CONVEYOR_"
 
@@ -39,12 +41,26 @@ class Settings(BaseModel):
         default=15.0, gt=0, description="How often a ModelDeployment's drift is read."
     )
     stage_service_account: str | None = None
+    stage_resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Resources of a stage pod whose stage sets none: JSON, as in a Pod spec.",
+    )
     namespaces: list[str] = Field(default_factory=list)
     prometheus_url: str | None = Field(
         default=None, description="Read drift scores from this Prometheus instead of the model servers' pods."
     )
     metrics_port: int = 8080
     health_port: int = 8081
+
+    @field_validator("stage_resources", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not JSON ({err.msg}): {value!r}") from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
