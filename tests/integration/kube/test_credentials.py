@@ -30,6 +30,8 @@ import pytest_asyncio
 import yaml
 from botocore.exceptions import ClientError
 
+from conveyor.kube.client import SECRETS, KubeClient
+from conveyor.kube.credentials import Connection
 from tests.cluster.api import Api
 from tests.cluster.cluster import CHART, tools
 from tests.integration.kube.conftest import (
@@ -103,6 +105,22 @@ async def test_a_secret_that_has_not_opted_in_gets_no_job_until_it_does(
     (job,) = await items(kube, "jobs", ns)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"secretRef": {"name": "team-s3"}}]
+
+
+async def test_the_operator_reads_a_secrets_metadata_never_its_data(ns: str, kube: Api) -> None:
+    """As the chart's ServiceAccount (`get` on secrets, nothing more), the real API server
+    answers the operator's read with a PartialObjectMetadata: labels, no data."""
+    await create(kube, secret("team-s3", "id", "key", opted_in=True), ns)
+    client = KubeClient(Connection.from_environment())  # the operator's identity
+    try:
+        meta = await client.get_metadata(SECRETS, ns, "team-s3")
+        assert await client.get_metadata(SECRETS, ns, "absent") is None
+    finally:
+        await client.close()
+    assert meta is not None
+    assert (meta["kind"], meta["apiVersion"]) == ("PartialObjectMetadata", "meta.k8s.io/v1")
+    assert meta["metadata"]["labels"] == {LABEL: "true"}
+    assert "data" not in meta and "stringData" not in meta
 
 
 # --- a model server's credentials can only read ----------------------------------------------
