@@ -216,3 +216,31 @@ def test_readme_refuses_an_undocumented_value(tmp_path: Path) -> None:
     values.write_text("# -- Documented.\na: 1\nsection:\n  # -- Also.\n  b: 2\n  c: 3\n")
     with pytest.raises(SystemExit, match=r"section\.c"):
         chart_readme(values)
+
+
+def test_openshift_scenario_names_no_uid_anywhere(helm: Path) -> None:
+    """ci/openshift-values.yaml: no pod of the chart, and no stage pod or model server the
+    operator makes with the settings the chart gives it, names a UID, GID or fsGroup."""
+    from conveyor.api.modeldeployment import ModelDeploymentSpec
+    from conveyor.api.pipeline import Stage
+    from conveyor.kube.manifests import Owner, desired_deployment, stage_pod_spec
+    from tests.k8s import pod_spec_of, restricted_violations
+
+    docs = template(helm, "openshift-values.yaml")
+    env = {e["name"]: e.get("value") for e in operator_pod(docs)["spec"]["containers"][0]["env"]}
+    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith(PREFIX) and v is not None})
+    assert settings.pod_run_as_user is None
+    stage = Stage.model_validate({"name": "train", "uses": "train"})
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m.skops"}})
+    owner = Owner("ModelDeployment", "m", "uid", "ml")
+    server = desired_deployment(owner, spec, "s3://b/m.skops", "0" * 64, None, settings)["spec"]["template"][
+        "spec"
+    ]
+    pods = [pod_spec_of(d) for d in docs] + [stage_pod_spec(stage, {"name": "stage"}, settings), server]
+    for pod in filter(None, pods):
+        contexts = [pod["securityContext"], *(c.get("securityContext", {}) for c in pod["containers"])]
+        assert not any({"runAsUser", "runAsGroup", "fsGroup"} & set(c) for c in contexts), pod
+        assert pod["securityContext"]["runAsNonRoot"] is True
+    assert restricted_violations(server) == []
+    default = Settings.from_env({"CONVEYOR_POD_RUN_AS_USER": "10001"})
+    assert stage_pod_spec(stage, {"name": "stage"}, default)["securityContext"]["runAsUser"] == 10001

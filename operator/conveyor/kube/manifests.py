@@ -17,7 +17,7 @@ from conveyor.engine.names import child_name, dns1035_label, label_value, standa
 from conveyor.engine.params import substitute
 from conveyor.kube.settings import Settings
 
-RUN_UID = 10001
+RUN_UID = 10001  # the image's USER; Settings.pod_run_as_user (None on OpenShift: it assigns one)
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,11 @@ def job_selector(owner: Owner) -> dict[str, str]:
     return {contract.RUN_LABEL: label_value(owner.name), contract.RUN_UID_LABEL: owner.uid}
 
 
-def restricted_pod_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_UID,
-        "runAsGroup": RUN_UID,
-        "fsGroup": RUN_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+def restricted_pod_security(uid: int | None = RUN_UID) -> dict[str, Any]:
+    """The restricted profile; with `uid` None no UID is named (OpenShift's restricted SCC
+    assigns one from the namespace's range and refuses pods naming another)."""
+    ids = {} if uid is None else {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid}
+    return {"runAsNonRoot": True, **ids, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def restricted_container_security() -> dict[str, Any]:
@@ -129,7 +126,7 @@ def stage_pod_spec(stage: Stage, container: dict[str, Any], settings: Settings) 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
-        "securityContext": restricted_pod_security(),
+        "securityContext": restricted_pod_security(settings.pod_run_as_user),
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
@@ -279,7 +276,7 @@ def desired_deployment(
     rollout = spec.rollout or Rollout()
     pod_spec = {
         "automountServiceAccountToken": False,
-        "securityContext": restricted_pod_security(),
+        "securityContext": restricted_pod_security(settings.pod_run_as_user),
         "containers": [server_container(spec, model_uri, s3, settings)],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }

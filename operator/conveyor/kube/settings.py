@@ -41,6 +41,11 @@ class Settings(BaseModel):
         default=15.0, gt=0, description="How often a ModelDeployment's drift is read."
     )
     stage_service_account: str | None = None
+    pod_run_as_user: int | None = Field(
+        default=10001,
+        ge=1,
+        description="UID (GID, fsGroup) of stage pods and model servers; empty: none (OpenShift sets it).",
+    )
     stage_resources: ResourceRequirements | None = Field(
         default=None,
         description="Resources of a stage pod whose stage sets none: JSON, as in a Pod spec.",
@@ -51,6 +56,11 @@ class Settings(BaseModel):
     )
     metrics_port: int = 8080
     health_port: int = 8081
+
+    @field_validator("pod_run_as_user", mode="before")
+    @classmethod
+    def _empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("stage_resources", mode="before")
     @classmethod
