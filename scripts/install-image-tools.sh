@@ -14,7 +14,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2> >(grep -v "^debconf: " >&2)
 # The package starts a service where there is an init system; the tests start their own.
 $SUDO systemctl disable --now containerd >/dev/null 2>&1 || true
 command -v debootstrap >/dev/null && command -v buildah >/dev/null && command -v ctr >/dev/null \
