@@ -4,18 +4,22 @@ same run core (observe → plan → apply) the operator runs over Jobs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from conveyor.api.pipeline import PipelineSpec
-from conveyor.api.pipelinerun import PipelineRunStatus
+from conveyor.api.pipelinerun import PipelineRunStatus, RunPhase
 from conveyor.artifacts.layout import RunRecord, claim_run, read_run_record
 from conveyor.artifacts.store import Store
 from conveyor.engine.planner import RunPlan
 from conveyor.errors import UserError
+from conveyor.local.guard import Guard
 from conveyor.local.launcher import ProcessLauncher
 from conveyor.local.processes import ProcessStarter
 from conveyor.runs.advance import RunInputs, advance
@@ -57,6 +61,7 @@ class LocalRun:
     resume_from: str | None = None
     timeout_seconds: int | None = None
     on_change: Callable[[RunPlan], None] = lambda plan: None
+    on_progress: Callable[[str], None] = lambda activity: None  # what it does before stages run
     base_dir: Path | None = None  # relative ingest sources are read from here
 
     def __post_init__(self) -> None:
@@ -81,39 +86,119 @@ class LocalRun:
             )
 
     def execute(self) -> RunRecord:
-        """Run to the end; Ctrl-C cancels the run (its stages are stopped, its record written)."""
-        return asyncio.run(self._execute())
+        """Run to the end. SIGINT (Ctrl-C), SIGTERM or SIGHUP cancels the run: its stages are
+        stopped and its record says Cancelled; a second Ctrl-C stops waiting for that (the run
+        is then recorded as Interrupted, by the guard). A SIGKILL leaves the guard to stop the
+        stages and record the run as Interrupted (`guard`)."""
+        stopping = Stopping()
+        with stopping.installed():
+            return asyncio.run(self._execute(stopping))
 
-    async def _execute(self) -> RunRecord:
+    async def _execute(self, stopping: Stopping) -> RunRecord:
+        stopping.attach(asyncio.get_running_loop())
         self.workdir.mkdir(parents=True, exist_ok=True)
-        processes = ProcessLauncher(self.starter, self.ctx, self.workdir)
-        inputs = RunInputs(
-            timeout_seconds=self.timeout_seconds, resume_from=self.resume_from, use_cache=self.use_cache
-        )
         self.status = PipelineRunStatus()
+        guard, record = Guard(), None
         try:
-            return await self._until_finished(processes, inputs)
-        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels the main task
-            return await self._until_finished(processes, replace(inputs, cancelled=True))
+            running = await asyncio.to_thread(self._running_record)
+            guard.record(self.store.root, running)
+            processes = ProcessLauncher(self.starter, self.ctx, self.workdir, guard, stopping.event)
+            processes.on_progress = self.on_progress
+            inputs = RunInputs(
+                timeout_seconds=self.timeout_seconds, resume_from=self.resume_from, use_cache=self.use_cache
+            )
+            look = "looking up the cache for" if self.use_cache else "reading the store for"
+            self.on_progress(f"{look} {len(self.spec.stages)} stage(s)")
+            try:
+                record = await self._until_finished(processes, inputs, stopping, guard, running)
+            except asyncio.CancelledError:  # the main task cancelled (asyncio's own Ctrl-C)
+                record = await self._until_finished(
+                    processes, replace(inputs, cancelled=True), stopping, guard, running
+                )
+            finally:
+                processes.stop_all()
+            return record
         finally:
-            processes.stop_all()
+            guard.close(recorded=record is not None)
 
-    async def _until_finished(self, processes: ProcessLauncher, inputs: RunInputs) -> RunRecord:
+    def _running_record(self) -> RunRecord:
+        """The record of a run under way, in the store from its start (`conveyor runs` shows
+        it Running; the guard turns it into Interrupted if `conveyor run` dies)."""
+        now = datetime.now(UTC)
+        status = PipelineRunStatus(phase=RunPhase.RUNNING, start_time=now)
+        return self.ctx.write_record(status, {}, now, self.resume_from)[0]
+
+    async def _until_finished(
+        self,
+        processes: ProcessLauncher,
+        inputs: RunInputs,
+        stopping: Stopping,
+        guard: Guard,
+        running: RunRecord,
+    ) -> RunRecord:
         while True:
+            if stopping.requested:
+                inputs = replace(inputs, cancelled=True)
             step = await advance(self.ctx, processes, self.status, inputs)
             if step.status.model_dump() != self.status.model_dump():
                 self.on_change(step.plan)
+                guard.record(self.store.root, running.model_copy(update={"stages": step.status.stages}))
+            self.on_progress("")
             self.status = step.status
             if step.record is not None:
                 return step.record
-            await self._until_something_ends(processes, inputs)
+            await self._until_something_ends(processes, inputs, stopping)
 
-    async def _until_something_ends(self, processes: ProcessLauncher, inputs: RunInputs) -> None:
-        """Wait until a stage's attempt exits or times out, or the run's own timeout is due:
-        only then can the next step change anything."""
+    async def _until_something_ends(
+        self, processes: ProcessLauncher, inputs: RunInputs, stopping: Stopping
+    ) -> None:
+        """Wait until a stage's attempt exits or times out, the run's own timeout is due or a
+        signal asks the run to stop: only then can the next step change anything."""
         started = self.status.start_time or datetime.now(UTC)
         limit = inputs.timeout_seconds
-        while not processes.any_ended():
+        while not processes.any_ended() and not (stopping.requested and not inputs.cancelled):
             if limit is not None and (datetime.now(UTC) - started).total_seconds() > limit:
                 return
             await asyncio.sleep(POLL_SECONDS)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopping:
+    """A stop asked for by a signal, whether the event loop runs yet or not."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.event = asyncio.Event()
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def ask(self, signum: int, frame: object = None) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the stages to stop
+        self.signal = signum
+        self.event.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Our handler for the stop signals meanwhile (in the main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        before = {sig: signal.signal(sig, self.ask) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From now on, signals reach the loop as callbacks (safe to wake it from)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, self.ask, sig)
+        if self.requested:
+            self.event.set()

@@ -7,7 +7,9 @@ writes its log and termination message under `workdir`.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from conveyor.api.pipeline import Stage
 from conveyor.api.pipelinerun import StagePhase, StageStatus
 from conveyor.engine.invocation import StageInvocation
 from conveyor.engine.params import substitute
+from conveyor.local.guard import Guard
 from conveyor.local.processes import Process, ProcessStarter, StageFiles
 from conveyor.runs.context import RunContext
 
@@ -31,10 +34,19 @@ class _Attempt:
 
 
 class ProcessLauncher:
-    def __init__(self, starter: ProcessStarter, ctx: RunContext, workdir: Path) -> None:
+    def __init__(
+        self,
+        starter: ProcessStarter,
+        ctx: RunContext,
+        workdir: Path,
+        guard: Guard | None = None,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         self.starter, self.ctx, self.workdir = starter, ctx, workdir
+        self.guard, self.stopping = guard, stopping or asyncio.Event()
         self.running: dict[str, _Attempt] = {}
         self.ended: dict[str, StageStatus] = {}  # exited 0, or failed with no attempt left
+        self.on_progress: Callable[[str], None] = lambda activity: None
 
     def any_ended(self) -> bool:
         """Whether an attempt exited or outlived its timeout since the last `observe` (cheap:
@@ -52,18 +64,35 @@ class ProcessLauncher:
         return {**self.ended, **{n: a.status for n, a in self.running.items()}}
 
     async def launch(self, stage: Stage, inv: StageInvocation, now: datetime) -> StageStatus:
+        if stage.uses is not None and not await self._warm(stage.name):
+            return StageStatus(
+                name=stage.name, phase=StagePhase.PENDING, message="not started: the run stops"
+            )
+        now = max(now, datetime.now(UTC))  # after a warm-up, the stage starts now
         st = StageStatus(name=stage.name, phase=StagePhase.RUNNING, start_time=now, cache_key=inv.cache_key)
         return self._attempt(stage, inv, st).status
+
+    async def _warm(self, first: str) -> bool:
+        """The fork server ready to fork built-in stages (False: the run was asked to stop)."""
+        if getattr(self.starter, "warm", True):
+            return True
+        self.on_progress(f"warming up the fork server (it imports pandas and scikit-learn once) for {first}")
+        return await self.starter.warm_up(self.stopping)
 
     async def stop(self, stage: str) -> None:
         attempt = self.running.pop(stage, None)
         if attempt is not None:
-            attempt.process.kill()
+            self._kill(attempt)
 
     def stop_all(self) -> None:
         for attempt in self.running.values():
-            attempt.process.kill()
+            self._kill(attempt)
         self.running.clear()
+
+    def _kill(self, attempt: _Attempt) -> None:
+        attempt.process.kill()
+        if self.guard is not None:
+            self.guard.discard(getattr(attempt.process, "pid", None))
 
     def _attempt(self, stage: Stage, inv: StageInvocation, st: StageStatus) -> _Attempt:
         n = st.attempts + 1
@@ -79,6 +108,8 @@ class ProcessLauncher:
             argv = substitute([*(stage.command or []), *(stage.args or [])], resolved)
             env = {e.name: substitute(e.value, resolved) for e in stage.env}
             process = self.starter.start_custom(argv, inv, files, env, self.ctx.base_dir)
+        if self.guard is not None:
+            self.guard.add(getattr(process, "pid", None))
         st = st.model_copy(update={"phase": StagePhase.RUNNING, "attempts": n})
         attempt = self.running[stage.name] = _Attempt(stage, inv, process, files, time.monotonic(), st)
         return attempt
@@ -87,11 +118,13 @@ class ProcessLauncher:
         code = attempt.process.poll()
         limit = attempt.stage.timeout_seconds
         if code is None and limit is not None and time.monotonic() - attempt.started > limit:
-            attempt.process.kill()
+            self._kill(attempt)
             return self._failed(name, attempt, f"timed out after {limit}s")
         if code is None:
             return None
         del self.running[name]
+        if self.guard is not None:
+            self.guard.discard(getattr(attempt.process, "pid", None))
         if code != 0:
             return self._failed(name, attempt, failure_message(attempt.files, code))
         now = datetime.now(UTC)
