@@ -182,9 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(model: object, args: argparse.Namespace, reuse_port: bool) -> None:
-    from aiohttp import web
-
-    from conveyor.serving.app import InferenceServer, ServeOptions
+    from conveyor.serving.app import InferenceServer, ServeOptions, serve
     from conveyor.serving.model import ServedModel
     from conveyor.serving.monitor import DriftMonitor
 
@@ -209,10 +207,7 @@ def _serve(model: object, args: argparse.Namespace, reuse_port: bool) -> None:
         feedback_window=args.feedback_window,
         quality_window=args.quality_window,
     )
-    server = InferenceServer(model, monitor, options)
-    web.run_app(
-        server.app(), host=args.host, port=args.port, print=None, access_log=None, reuse_port=reuse_port
-    )
+    serve(InferenceServer(model, monitor, options), args.host, args.port, reuse_port)
 
 
 def add_cluster_commands(add: AddCommand, default_store: str) -> None:

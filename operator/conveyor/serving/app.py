@@ -23,9 +23,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from conveyor.errors import NotFound, UserError
+from conveyor.serving.batcher import Batcher
+from conveyor.serving.fastpath import plain_v2_rows
 from conveyor.serving.model import BadInput, ServedModel
 from conveyor.serving.monitor import (
-    BATCH_SIZE,
     LATENCY,
     MODEL_BACKEND,
     PREDICTIONS,
@@ -44,10 +45,9 @@ from conveyor.serving.protocol import (
 )
 from conveyor.serving.quality import QualityMonitor, new_request_id, prediction_ids
 
-__all__ = ["Batcher", "InferenceServer", "ServeOptions", "v2_rows"]
+__all__ = ["Batcher", "InferenceServer", "ServeOptions", "serve", "v2_rows"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Waiter = tuple[list[dict[str, Any]], "asyncio.Future[list[Any]]"]
 log = logging.getLogger("conveyor.serving")
 ROUTES = (
     "/v2[/], /v2/health/{live,ready}, /v2/models/{name}[/versions/{version}][/ready|/infer|/feedback], "
@@ -70,68 +70,6 @@ class ServeOptions:
     quality_window: int = 1000  # labelled predictions the live quality is computed from
 
 
-class Batcher:
-    """Coalesces concurrent requests into one `predict` call within a small time budget. If a
-    batch fails, its requests are retried one by one, so only the failing one fails."""
-
-    def __init__(
-        self, model: ServedModel, pool: ThreadPoolExecutor, max_size: int, max_latency: float
-    ) -> None:
-        self.model, self.pool = model, pool
-        self.max_size, self.max_latency = max_size, max_latency
-        self.queue: asyncio.Queue[Waiter] = asyncio.Queue()
-
-    async def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        await self.queue.put((rows, fut))
-        return await fut
-
-    async def run(self) -> None:
-        while True:
-            batch = await self._collect()
-            BATCH_SIZE.labels(self.model.name).observe(sum(len(part) for part, _ in batch))
-            await self._dispatch(batch)
-
-    async def _collect(self) -> list[Waiter]:
-        loop = asyncio.get_running_loop()
-        batch = [await self.queue.get()]
-        rows = len(batch[0][0])
-        deadline = loop.time() + self.max_latency
-        while rows < self.max_size:
-            if not self.queue.empty():  # whatever queued while the last batch ran
-                item = self.queue.get_nowait()
-            else:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    break
-            batch.append(item)
-            rows += len(item[0])
-        return batch
-
-    async def _dispatch(self, batch: list[Waiter]) -> None:
-        loop = asyncio.get_running_loop()
-        all_rows = [row for part, _ in batch for row in part]
-        try:
-            preds = await loop.run_in_executor(self.pool, self.model.predict, all_rows)
-        except Exception as err:
-            if len(batch) > 1:  # find the request(s) at fault; the others still succeed
-                for waiter in batch:
-                    await self._dispatch([waiter])
-                return
-            if not batch[0][1].done():
-                batch[0][1].set_exception(err)
-            return
-        start = 0
-        for part, fut in batch:
-            if not fut.done():
-                fut.set_result(preds[start : start + len(part)])
-            start += len(part)
-
-
 class InferenceServer:
     def __init__(
         self,
@@ -152,6 +90,8 @@ class InferenceServer:
         )
         self.output_datatype = output_datatype(model.classes)
         self.ready = False
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._predictions: dict[str, Any] = {}  # class -> its PREDICTIONS child
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.options.max_body_bytes, middlewares=[self._errors])
@@ -215,9 +155,20 @@ class InferenceServer:
         except Exception as err:  # web.HTTPException too: every failure answers JSON
             response = self._error_response(request, err)
         if endpoint:
-            REQUESTS.labels(self.model.name, endpoint, str(response.status)).inc()
-            LATENCY.labels(self.model.name, endpoint).observe(time.perf_counter() - started)
+            self._count(endpoint, response.status, time.perf_counter() - started)
         return response
+
+    def _count(self, endpoint: str, status: int, seconds: float) -> None:
+        """One response in the request metrics (their children looked up once per label set)."""
+        key = (endpoint, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                REQUESTS.labels(self.model.name, endpoint, str(status)),
+                LATENCY.labels(self.model.name, endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def _error_response(self, request: web.Request, err: Exception) -> web.StreamResponse:
         """One place maps errors to statuses: 400, 404, 405, 413, other 4xx, else 500."""
@@ -339,9 +290,14 @@ class InferenceServer:
 
     async def infer(self, request: web.Request) -> web.Response:
         self._check_name(request)
-        body = parse_infer(await self._json(request))
-        rows = v2_rows(body, self.model.features, self.model.numeric)
-        request_id = body.id or new_request_id()  # the client's, else one of ours: always one
+        body = await self._json(request)
+        plain = plain_v2_rows(body, self.model.features)
+        if plain is None:  # anything but the common request: validated, and explained if wrong
+            parsed = parse_infer(body)
+            rows, given = v2_rows(parsed, self.model.features, self.model.numeric), parsed.id
+        else:
+            rows, given = plain
+        request_id = given or new_request_id()  # the client's, else one of ours: always one
         preds = await self._run(rows, request_id)
         out: dict[str, Any] = {
             "id": request_id,
@@ -384,11 +340,29 @@ class InferenceServer:
         self.monitor.observe(rows, preds)
         self.quality.observe(prediction_ids(request_id, len(preds)), preds)
         if self.model.classes:
-            for p in preds:
-                PREDICTIONS.labels(self.model.name, self.model.version, str(p)).inc()
+            for label in map(str, preds):
+                counter = self._predictions.get(label)
+                if counter is None:
+                    counter = PREDICTIONS.labels(self.model.name, self.model.version, label)
+                    self._predictions[label] = counter
+                counter.inc()
         else:
             PREDICTIONS.labels(self.model.name, self.model.version, "").inc(len(preds))
         return preds
+
+
+def serve(server: InferenceServer, host: str, port: int, reuse_port: bool = False) -> None:
+    """Serve until interrupted, on uvloop when it is installed (a faster event loop)."""
+    loop: asyncio.AbstractEventLoop
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    web.run_app(
+        server.app(), host=host, port=port, print=None, access_log=None, reuse_port=reuse_port, loop=loop
+    )
 
 
 def _json_error(message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:

@@ -85,6 +85,7 @@ class DriftWindow:
                 max_bytes,
             )
         self.arrays = {f: np.empty(self.capacity, window_dtype(p)) for f, p in columns.items()}
+        self.numeric = [f for f, p in columns.items() if f != PREDICTION and p.get("kind") == "numeric"]
         self.position = 0  # where the next row goes
         self.size = 0  # rows held, up to capacity
 
@@ -92,11 +93,23 @@ class DriftWindow:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
 
-    def encode(self, values: dict[str, list[Any]], rows: int) -> dict[str, np.ndarray]:
-        """Each column's values (`rows` of them) -> what `append` stores: of a batch longer
-        than the window, only its last `capacity` rows."""
-        keep = min(rows, self.capacity)
-        return {name: encode(p, values[name][rows - keep :]) for name, p in self.columns.items()}
+    def encode(self, rows: list[dict[str, Any]], predictions: list[Any]) -> dict[str, np.ndarray]:
+        """Each column of a batch of rows (and its predictions) -> what `append` stores: of a
+        batch longer than the window, only its last `capacity` rows. The numeric columns are
+        converted together, in one array (per column only if some value is not a number)."""
+        start = len(rows) - min(len(rows), self.capacity)
+        rows, predictions = rows[start:], predictions[start:]
+        out: dict[str, np.ndarray] = {}
+        if self.numeric and rows:
+            try:
+                table = np.array([[row.get(f) for f in self.numeric] for row in rows], dtype=float)
+                out = {f: table[:, j] for j, f in enumerate(self.numeric)}
+            except (TypeError, ValueError, OverflowError):
+                pass  # as `drift.encode` does it: NaN for what is not a representable number
+        for name, p in self.columns.items():
+            if name not in out:
+                out[name] = encode(p, predictions if name == PREDICTION else [row.get(name) for row in rows])
+        return out
 
     def append(self, encoded: dict[str, np.ndarray], rows: int) -> None:
         """Store `encode`d columns of a batch of `rows` rows."""
@@ -141,9 +154,7 @@ class DriftMonitor:
         self.last: dict[str, dict[str, float]] = {}
 
     def observe(self, rows: list[dict[str, Any]], predictions: list[Any]) -> None:
-        values = {f: [row.get(f) for row in rows] for f in self.features}
-        values[PREDICTION] = predictions
-        encoded = self.window.encode(values, len(rows))  # outside the lock: compute() may hold it
+        encoded = self.window.encode(rows, predictions)  # outside the lock: compute() may hold it
         with self.lock:
             self.window.append(encoded, len(rows))
             self.seen += len(rows)
