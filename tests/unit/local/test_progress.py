@@ -3,7 +3,9 @@ names do not repeat."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,37 @@ def test_a_run_name_already_taken_in_the_store_is_drawn_again(
     monkeypatch.setattr(executor, "new_run_name", lambda pipeline: next(draws))
     assert executor.claim_name(store, "default", "p") == "p-20261130-171021-001e4033"
     assert executor.claim_name(store, "default", "p") == "p-other"
+
+
+def test_the_live_view_shows_a_running_stage_and_the_start_up_with_their_times_going_on() -> None:
+    """The view is rebuilt at each refresh of the terminal: before, the table was built once
+    per status change, so a running stage's time stayed at 0.0s."""
+    from rich.console import Console
+
+    from conveyor.local.progress import RunView
+
+    def render() -> str:
+        console = Console(record=True, width=120, color_system=None)
+        console.print(view)
+        return console.export_text()
+
+    def seconds(pattern: str, text: str) -> float:
+        found = re.search(pattern, text)
+        assert found is not None, text
+        return float(found.group(1))
+
+    view = RunView("p-1", "file:///s", ["a", "b"])
+    view.doing("warming up the fork server")
+    first = render()
+    assert "run p-1 · store file:///s" in first and re.search(r"a\s+│ Pending", first)
+    started = datetime.now(UTC) - timedelta(seconds=3)
+    view.update([StageStatus(name="a", phase="Running", start_time=started)])
+    time.sleep(0.2)
+    later = render()
+    assert seconds(r"fork server \((\d+\.\d)s\)", later) > seconds(r"fork server \((\d+\.\d)s\)", first)
+    assert seconds(r"a\s+│ Running\s+│ (\d+\.\d)s", later) >= 3.0
+    view.doing("")
+    time.sleep(0.2)
+    last = render()
+    assert "fork server" not in last
+    assert seconds(r"a\s+│ Running\s+│ (\d+\.\d)s", last) > seconds(r"a\s+│ Running\s+│ (\d+\.\d)s", later)
