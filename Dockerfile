@@ -32,7 +32,7 @@ FROM deps AS build
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 RUN /opt/conveyor/bin/pip install -q --no-deps --no-build-isolation . \
- && /opt/conveyor/bin/pip check >/dev/null \
+ && /opt/conveyor/bin/pip check \
  && cd /opt/conveyor \
  && /opt/conveyor/bin/python -m compileall -q --invalidation-mode unchecked-hash lib/python3*/site-packages/conveyor \
  && mkdir /out \
