@@ -4,6 +4,11 @@
 the bytes it hashes are the bytes it parses. A file whose digest differs is refused before any
 of it is interpreted; a file holding a type outside skops' defaults and `trusted.TRUSTED_TYPES`
 (a function, a class the built-in stages never write) is refused before anything is built.
+
+`save_model` writes the same bytes for the same model, whichever process saves it and when
+(`skopsfile.canonical_skops`): a stage's outputs are part of the cache keys of the stages after it, so
+bytes that changed with the clock or the memory layout made a re-run of identical work look new
+to everything downstream.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from conveyor.artifacts.skopsfile import canonical_skops
 from conveyor.artifacts.trusted import TRUSTED_TYPES
 from conveyor.errors import UserError
 
@@ -37,7 +43,7 @@ class DigestMismatch(UserError):
 def save_model(obj: Any, path: Path) -> None:
     import skops.io as sio
 
-    sio.dump(obj, path)
+    path.write_bytes(canonical_skops(sio.dumps(obj)))
 
 
 def _needed_types(data: bytes, path: Path) -> list[str]:

@@ -114,9 +114,10 @@ def settle(ctx: StageContext, opts: EvaluateOptions, candidate: Champion, test: 
     for _ in range(MAX_SWAPS):
         state = ctx.champion()
         champ = state.champion
-        if champ is not None and champ.model == candidate.model:
-            # the very file (this run's stage promoted it and was then retried, or a run
-            # resumed from this one): the champion stays as it is, no new version
+        if champ is not None and champ.model.sha256 == candidate.model.sha256:
+            # the same model: the very file (this run's stage promoted it and was then retried,
+            # or a run resumed from this one), or the same bytes trained again (a --no-cache
+            # re-run): the champion stays as it is, no new version of an identical model
             mine = champ.run == ctx.inv.run
             note = f"{why}; already the champion (version {champ.version}, run {champ.run})"
             return Outcome(True, note, promoted=mine, version=champ.version)

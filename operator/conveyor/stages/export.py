@@ -46,14 +46,21 @@ def numeric_features(x: pd.DataFrame) -> list[str]:
 
 def convert(model: Any, x: pd.DataFrame, numeric: list[str]) -> bytes:
     """The serialised ONNX graph of a fitted pipeline taking the columns of `x` (skl2onnx's
-    errors propagate: it raises many types for what it cannot convert)."""
+    errors propagate: it raises many types for what it cannot convert). The same pipeline
+    gives the same bytes: skl2onnx lists the graph's operator sets in the order of a Python
+    set (it varied between identical runs), so they are sorted by domain."""
     from skl2onnx import to_onnx
 
     sample = x.iloc[:1].copy()
     for c in sample.columns:
         sample[c] = sample[c].astype(np.float32 if c in numeric else object)
     options = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else None
-    return bytes(to_onnx(model, sample, target_opset=OPSET, options=options).SerializeToString())
+    graph = to_onnx(model, sample, target_opset=OPSET, options=options)
+    opsets = sorted((o.domain, o.version) for o in graph.opset_import)
+    del graph.opset_import[:]
+    for domain, version in opsets:
+        graph.opset_import.add(domain=domain, version=version)
+    return bytes(graph.SerializeToString())
 
 
 def _plain(values: Any) -> list[Any]:

@@ -6,10 +6,16 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import importlib
 import inspect
+import os
+import subprocess
+import sys
+import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -285,3 +291,70 @@ def test_a_model_the_stages_write_loads_and_predicts(tmp_path: Path) -> None:
     save_model(model, path)
     loaded = load_model(path, sha256(path))
     assert loaded.predict(x).tolist() == model.predict(x).tolist()
+
+
+def a_day_later() -> Callable[[], float]:
+    """A clock a day ahead of the real one (for `time.time`)."""
+    ahead = time.time() + 86400
+    return lambda: ahead
+
+
+def test_every_model_the_stages_write_saves_to_the_same_bytes_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same model gives the same file, whoever saves it and when: a stage's outputs are in
+    the cache keys of the stages after it. skops alone names arrays after memory addresses and
+    dates members with the clock (a copy, saved a second later, differed in every array name)."""
+    differed = []
+    for label, model in fitted_examples():
+        first, second = tmp_path / "first.skops", tmp_path / "second.skops"
+        save_model(model, first)
+        with monkeypatch.context() as later:  # saved a day later, every object at a new address
+            later.setattr(time, "time", a_day_later())
+            save_model(copy.deepcopy(model), second)
+        if first.read_bytes() != second.read_bytes():
+            differed.append(label)
+        loaded = load_model(second, sha256(second))
+        assert type(loaded) is type(model), label
+    assert differed == []
+    with zipfile.ZipFile(first) as archive:
+        assert {m.date_time for m in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        names = archive.namelist()
+    assert names == [*(f"{i}.npy" for i in range(1, len(names))), "schema.json"]
+
+
+SET_OF_NAMES = """
+import sys
+from pathlib import Path
+from conveyor.artifacts.models import save_model
+path = Path(sys.argv[1])
+save_model({"names": {f"feature-{i}" for i in range(20)}}, path)
+"""
+
+
+def test_a_set_is_saved_in_the_same_order_whatever_the_hash_seed(tmp_path: Path) -> None:
+    """Python orders a set of strings by their hashes, which differ between processes: the
+    archive lists a set's items sorted."""
+    files = []
+    for seed in ("0", "1", "2"):
+        path = tmp_path / f"{seed}.skops"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", SET_OF_NAMES, str(path)], check=True, env=env, timeout=120)
+        files.append(path.read_bytes())
+    assert files[0] == files[1] == files[2]
+
+
+def test_a_sparse_matrix_saved_later_is_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sparse matrix is a member of its own (`.npz`), named after its address by skops too."""
+    import scipy.sparse
+
+    matrix = scipy.sparse.csr_matrix(np.eye(4))
+    first, second = tmp_path / "first.skops", tmp_path / "second.skops"
+    save_model({"m": matrix}, first)
+    monkeypatch.setattr(time, "time", a_day_later())
+    save_model({"m": matrix.copy()}, second)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert archive.namelist() == ["1.npz", "schema.json"]

@@ -88,3 +88,16 @@ def test_feeds_are_float32_columns_in_feature_order() -> None:
     assert feeds["in_a"].dtype == np.float32 and feeds["in_a"].shape == (2, 1)
     assert np.isnan(feeds["in_b"][0, 0]) and feeds["in_b"][1, 0] == 3.0
     assert feeds["in_c"].ravel().tolist() == ["x", ""]
+
+
+def test_the_exported_graph_lists_its_operator_sets_sorted(tmp_path: Path) -> None:
+    """skl2onnx lists them in the order of a Python set, which changed between two identical
+    runs (`ai.onnx.ml` first in one, second in the other): model.onnx is an output, and its
+    digest is in the cache key of the evaluate stage after it."""
+    import onnx
+
+    chain = breast_cancer(tmp_path)
+    ref = chain.run("train", "train", LOGREG, ["transform"]).outputs[onnxfile.OUTPUT_NAME]
+    graph = onnx.load_from_string(Path(ref.uri.removeprefix("file://")).read_bytes())
+    opsets = [(o.domain, o.version) for o in graph.opset_import]
+    assert opsets == [("", export.OPSET), ("ai.onnx.ml", 1)]

@@ -132,3 +132,21 @@ def test_a_retried_stage_whose_model_is_already_champion_makes_no_new_version(tm
     assert decision["promoted"] is True and decision["version"] == 1
     assert "already the champion (version 1, run r)" in decision["reason"]
     assert [v.version for v in champions.list_versions(chain.store, "ns", "p")] == [1]
+
+
+def test_the_same_model_trained_again_by_another_run_is_already_the_champion(tmp_path: Path) -> None:
+    """Trained again from the same data and options, a model is the same file byte for byte
+    (its skops archive is canonical), so a second run (`--no-cache`, say) finds it champion
+    already: no second version of an identical model. Before, the bytes differed with the
+    clock and memory addresses, and the same model was compared with itself and promoted."""
+    chain = _two_models(tmp_path)
+    tree = {"estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 4, "random_state": 0}}
+    chain.run("train", "train", tree, ["transform"])
+    chain.run("evaluate", "evaluate", GATE, ["train"])
+    chain.run("train", "train", tree, ["transform"], run="again")
+    assert chain.outputs["train"]["model"].uri.endswith("/again/train/model.skops")
+    chain.run("evaluate", "evaluate", GATE, ["train"], run="again")
+    decision = _decision(chain, "evaluate")
+    assert decision["promoted"] is False and decision["version"] == 1
+    assert "already the champion (version 1, run r)" in decision["reason"]
+    assert [v.run for v in champions.list_versions(chain.store, "ns", "p")] == ["r"]

@@ -29,17 +29,17 @@ class Chain:
         self.store = LocalStore(tmp_path / "store")
         self.outputs: dict[str, dict[str, ArtifactRef]] = {}
 
-    def run(self, name: str, uses: str, options: dict[str, Any], deps: list[str]) -> Any:
+    def run(self, name: str, uses: str, options: dict[str, Any], deps: list[str], run: str = "r") -> Any:
         inv = StageInvocation(
             namespace="ns",
             pipeline="p",
-            run="r",
+            run=run,
             stage=name,
             uses=uses,
             options=options,
             inputs={d: self.outputs[d] for d in deps},
             store=self.store.root,
-            output_prefix=self.store.uri(f"ns/p/r/{name}"),
+            output_prefix=self.store.uri(f"ns/p/{run}/{name}"),
         )
         result = execute(inv)
         self.outputs[name] = result.outputs
@@ -194,13 +194,14 @@ def _gadget_champion(tmp_path: Path, gadget: str) -> tuple[Chain, str]:
     chain = Chain(tmp_path)
     chain.run("ingest", "ingest", {"source": "sklearn://iris"}, [])
     chain.run("transform", "transform", {}, ["ingest"])
+    # the champion: an earlier run's model, another one (the same bytes would be "already the
+    # champion", never loaded); this run's own model stays intact
+    stump = {"estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}}
+    old = chain.run("train", "train", stump, ["transform"], run="old").outputs["model"]
     chain.run("train", "train", {"estimator": "sklearn.tree.DecisionTreeClassifier"}, ["transform"])
     chain.run("evaluate", "evaluate", {"gate": {"metric": "accuracy", "min": 0.1}}, ["train"])
     champ = read_champion(chain.store, "ns", "p")
-    assert champ is not None
-    # the champion: an earlier run's model (this run's own model stays intact)
-    source = tmp_path / "store/ns/p/r/train/model.skops"
-    old = chain.store.write_file("ns/p/old/train/model.skops", source, "application/x-skops")
+    assert champ is not None and champ.model.sha256 != old.sha256
     path = tmp_path / "store/ns/p/old/train/model.skops"
     if gadget == "digest-mismatch":
         path.write_bytes(path.read_bytes() + b"\0")
