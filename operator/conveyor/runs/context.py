@@ -15,9 +15,11 @@ from urllib.parse import urlparse
 from conveyor import __version__
 from conveyor.api.pipeline import PipelineSpec, Stage
 from conveyor.api.pipelinerun import ModelRecord, PipelineRunStatus
+from conveyor.api.stages import Expectations
+from conveyor.artifacts import expectations as learned
 from conveyor.artifacts import layout
 from conveyor.artifacts.layout import RunRecord, StageResult
-from conveyor.artifacts.store import Store, sha256_file
+from conveyor.artifacts.store import Store, StoreError, sha256_file
 from conveyor.engine.cache import cache_key
 from conveyor.engine.invocation import ArtifactRef, StageInvocation
 from conveyor.engine.validation import resolve_options, resolve_params
@@ -36,6 +38,11 @@ def runtime_version(image: str | None = None) -> str:
 def spec_digest(spec: PipelineSpec) -> str:
     blob = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _learns(options: dict[str, Any]) -> bool:
+    """A validate stage's options that have it infer and keep its expectations."""
+    return options.get("expectations") is None and options.get("infer", True) is not False
 
 
 def _relative_path(source: str) -> bool:
@@ -124,9 +131,6 @@ class RunContext:
                 facts["model"] = scorer.model.sha256 if scorer else ""
         if stage.uses is None:
             facts.update(self._code_facts(stage))
-        if stage.uses == "validate" and not options.get("expectations"):
-            key = f"{self.namespace}/{self.pipeline}/expectations/{stage.name}.json"
-            facts["expectations"] = str(self.store.exists(key))
         return facts
 
     def _code_facts(self, stage: Stage) -> dict[str, str]:
@@ -168,7 +172,29 @@ class RunContext:
             model = hit.outputs.get("model")
             if champion is None or model is None or champion.model.sha256 != model.sha256:
                 return None
+        if hit is not None and stage.uses == "validate" and _learns(inv.options):
+            return self._learned_hit(stage, hit)
         return hit
+
+    def _learned_hit(self, stage: Stage, hit: StageResult) -> StageResult | None:
+        """A validate stage that learns its expectations (none given) reuses a result only if
+        it checked the data against the expectations this pipeline holds. When the pipeline
+        holds none (the result is another pipeline's, on the same data, or they were deleted),
+        the result's become the pipeline's, as running the stage would have made them: keeping
+        them is a side effect a pointer alone does not replay."""
+        ref = hit.outputs.get("expectations")
+        if ref is None:
+            return None
+        try:
+            kept = learned.read(self.store, self.namespace, self.pipeline, stage.name)
+            if kept is not None:
+                return hit if learned.digest(kept) == ref.sha256 else None
+            used = Expectations.model_validate_json(self.store.read_bytes(self.store.key(ref.uri)))
+        except (learned.CorruptExpectations, StoreError, ValueError):
+            return None  # the stage runs, and says what is wrong
+        if learned.digest(used) != ref.sha256:
+            return None
+        return hit if learned.keep(self.store, self.namespace, self.pipeline, stage.name, used) else None
 
     def committed(self, stage: str, run: str | None = None) -> StageResult | None:
         """The stage's committed result in this run (or another), if its outputs still verify."""

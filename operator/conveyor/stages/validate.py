@@ -7,12 +7,12 @@ that had no negative value), so new data may move but a bill length of -50 is re
 
 from __future__ import annotations
 
-import json
+import sys
 
 import pandas as pd
 
 from conveyor.api.stages import ColumnExpectation, Expectations, ValidateOptions
-from conveyor.artifacts.store import StoreError
+from conveyor.artifacts import expectations as learned
 from conveyor.stages.context import StageContext, StageError
 from conveyor.stages.tables import read_table
 
@@ -110,31 +110,44 @@ def check(df: pd.DataFrame, exp: Expectations) -> list[str]:
     return problems
 
 
+def expectations_of(ctx: StageContext, opts: ValidateOptions, df: pd.DataFrame) -> tuple[Expectations, str]:
+    """The expectations to check `df` against, and where they came from: given, the pipeline's
+    (inferred by an earlier run), or inferred from `df` now and kept as the pipeline's."""
+    if opts.expectations is not None or not opts.infer:
+        return opts.expectations or Expectations(), "given"
+    inv = ctx.inv
+    try:
+        kept = learned.read(ctx.store, inv.namespace, inv.pipeline, inv.stage)
+        if kept is None:
+            inferred = infer(df)
+            if learned.keep(ctx.store, inv.namespace, inv.pipeline, inv.stage, inferred):
+                return inferred, "inferred now"
+            kept = learned.read(ctx.store, inv.namespace, inv.pipeline, inv.stage)  # another run's
+    except learned.CorruptExpectations as err:
+        raise StageError(str(err)) from None
+    return kept or Expectations(), "inferred earlier"
+
+
 def run(ctx: StageContext) -> None:
+    """Check the data; hand it on with a report and the expectations it met. Both outputs say
+    only what was checked against what (not whether the expectations were inferred by this run
+    or an earlier one, which goes to the log): the same data and expectations give the same
+    bytes, so the stages after this one find their cached results."""
     opts = ValidateOptions.model_validate(ctx.options)
     df = read_table(ctx.input_path("data"))
-    source = "given"
-    exp = opts.expectations
-    if exp is None and opts.infer:
-        key = ctx.pipeline_key(f"expectations/{ctx.inv.stage}.json")
-        try:
-            exp = Expectations.model_validate(json.loads(ctx.store.read_bytes(key)))
-            source = "inferred earlier"
-        except StoreError:
-            exp = infer(df)
-            text = exp.model_dump_json(indent=2, by_alias=True, exclude_none=True)
-            ctx.store.write_bytes(key, text.encode(), "application/json")
-            source = "inferred now"
-    exp = exp or Expectations()
+    exp, source = expectations_of(ctx, opts, df)
+    print(f"expectations {source}", file=sys.stderr)
     problems = check(df, exp)
     ctx.metric("rows", len(df))
     ctx.metric("violations", len(problems))
-    report = {"expectations": source, "rows": len(df), "violations": problems}
     if problems:
         raise StageError(
             f"data validation failed ({len(problems)} violation(s), expectations "
             f"{source}):\n" + "\n".join(f"  - {p}" for p in problems)
         )
-    ctx.write_json("report", report)
-    ctx.write_json("expectations", exp.model_dump(mode="json", by_alias=True, exclude_none=True))
+    origin = "given" if source == "given" else "inferred"
+    ctx.write_json("report", {"expectations": origin, "rows": len(df), "violations": problems})
+    path = ctx.out_path("expectations.json")
+    path.write_bytes(learned.canonical(exp))
+    ctx.write("expectations", path, learned.JSON)
     ctx.passthrough("data")
