@@ -2,7 +2,8 @@
 
 One run, one model: the breast-cancer example pipeline, trained once with `conveyor run`, served
 by (see `serving_peers.py` for how each is started):
-  null            uvicorn + raw ASGI app answering a constant: the harness's own floor, no model
+  null            uvicorn (httptools + uvloop, from the bench extra) + raw ASGI app answering a
+                  constant: the harness's own floor, no model
   bare            uvicorn + raw ASGI app, predict in the event loop (a floor, not a product)
   kserve          KServe's sklearn-server logic on kserve.ModelServer, model.joblib
   mlserver        MLServer + mlserver-sklearn, model.joblib, default settings
