@@ -41,11 +41,15 @@ def _params(values: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from conveyor.local.processes import ProcessStarter
+
+    starter = ProcessStarter(args.launch)
+    if args.no_cache:  # every stage will run: the fork server warms up while the CLI works
+        starter.start_early(Path(args.file))
     from rich.console import Console
 
     from conveyor.engine.validation import InvalidResource
     from conveyor.local.executor import LocalRun
-    from conveyor.local.processes import ProcessStarter
     from conveyor.local.progress import print_summary, watch
     from conveyor.resources import load_run_request
 
@@ -67,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             params=params,
             namespace=args.namespace or pipeline.metadata.namespace or "default",
             use_cache=not args.no_cache,
-            starter=ProcessStarter(args.launch),
+            starter=starter,
             resume_from=args.resume_from
             or (run.spec.resume_from.run if run and run.spec.resume_from else None),
             timeout_seconds=run.spec.timeout_seconds if run else None,

@@ -30,6 +30,7 @@ class Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=True,
+        defer_build=True,  # validators built on first use: `conveyor run` builds only what it uses
     )
 
 
@@ -84,7 +85,7 @@ class Condition(Status):
 class ObjectMeta(BaseModel):
     """The subset of metadata Conveyor reads; everything else is kept as given."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     name: str = ""
     namespace: str | None = None

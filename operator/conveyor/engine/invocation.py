@@ -12,7 +12,7 @@ from conveyor.contract import INVOCATION_ENV
 
 
 class ArtifactRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     uri: str
     sha256: str
@@ -24,7 +24,7 @@ class ArtifactRef(BaseModel):
 class StageInvocation(BaseModel):
     """What a stage needs to run, wherever it runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     namespace: str
     pipeline: str

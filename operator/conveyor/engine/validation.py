@@ -9,7 +9,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from conveyor.api.modeldeployment import ModelDeployment
 from conveyor.api.pipeline import Pipeline, PipelineSpec
 from conveyor.api.pipelinerun import PipelineRun
 from conveyor.api.stages import BUILTIN_OPTIONS, CLASSIFICATION_METRICS, REGRESSION_METRICS
@@ -18,11 +17,19 @@ from conveyor.engine.params import UnresolvedParam, references, substitute
 from conveyor.engine.schedule import ScheduleError, normalize, zone
 from conveyor.errors import UserError
 
-KINDS: dict[str, type[BaseModel]] = {
-    "Pipeline": Pipeline,
-    "PipelineRun": PipelineRun,
-    "ModelDeployment": ModelDeployment,
-}
+KINDS = ("Pipeline", "PipelineRun", "ModelDeployment")
+
+
+def kind_model(kind: str) -> type[BaseModel]:
+    """The model of a kind; ModelDeployment's (the serving models) imported only when asked
+    for: `conveyor run` never needs it."""
+    if kind == "ModelDeployment":
+        from conveyor.api.modeldeployment import ModelDeployment
+
+        return ModelDeployment
+    return Pipeline if kind == "Pipeline" else PipelineRun
+
+
 # Stands in for a declared parameter that has no default when checking options offline.
 _PLACEHOLDER = "\x00param"
 
@@ -70,7 +77,7 @@ def check_document(doc: Mapping[str, Any]) -> list[Problem]:
     if kind not in KINDS:
         return [Problem("kind", f"unknown kind {kind!r}", "use one of " + ", ".join(KINDS))]
     try:
-        obj = KINDS[kind].model_validate(doc)
+        obj = kind_model(kind).model_validate(doc)
     except ValidationError as err:
         return pydantic_problems(err, "")
     meta = doc.get("metadata")

@@ -10,7 +10,6 @@ run`; `guard.Guard` kills the groups when `conveyor run` ends any other way (SIG
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -21,10 +20,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.contract import INVOCATION_ENV, TERMINATION_LOG_ENV
-from conveyor.engine.invocation import StageInvocation
+
+if TYPE_CHECKING:  # this module is imported before pydantic and asyncio are (`start_early`)
+    import asyncio
+
+    from conveyor.engine.invocation import StageInvocation
 
 PRELOAD = "conveyor.stages.preload"
 
@@ -135,11 +138,27 @@ class ProcessStarter:
             forkserver.ensure_running()
         return ctx
 
+    def start_early(self, pipeline_file: Path) -> None:
+        """Start the fork server now, before `conveyor run` imports and validates anything: its
+        seconds of imports (pandas, scikit-learn) then overlap the CLI's own work. Only when
+        the file may name a built-in stage (`uses`); a run whose stages all come from the cache
+        should not call this. A file it cannot read is left to the validation to report."""
+        if self.mode != "fork":
+            return
+        try:
+            if b"uses" not in pipeline_file.read_bytes():
+                return
+        except OSError:
+            return
+        self._server()
+
     async def warm_up(self, stopping: asyncio.Event) -> bool:
         """Wait until the fork server can fork (it imports pandas and scikit-learn first, for
         seconds) without blocking the event loop; False when `stopping` is set first."""
         if self.warm:
             return True
+        import asyncio
+
         ctx, loop = self._server(), asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
 
