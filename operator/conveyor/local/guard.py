@@ -9,18 +9,19 @@ so that `conveyor runs` says what happened and `--resume-from` can reuse what wa
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import subprocess
+
     from conveyor.artifacts.layout import RunRecord
+
+# The guard's own process imports no more than the lines above (its start-up is CPU taken from
+# the run on a busy machine): what it needs only at the end is imported there.
+GUARD_MAIN = "from conveyor.local.guard import main; raise SystemExit(main())"
 
 INTERRUPTED = "Interrupted"
 UNFINISHED = ("Pending", "Running")
@@ -35,8 +36,10 @@ class Guard:
         self.proc: subprocess.Popen[bytes] | None = None
         if sys.platform == "win32":
             return
+        import subprocess
+
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor.local.guard"],
+            [sys.executable, "-c", GUARD_MAIN],  # not -m: runpy costs as much as the rest
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             process_group=0,
@@ -64,6 +67,9 @@ class Guard:
 
     def record(self, store: str, record: RunRecord) -> None:
         """What to record, as Interrupted, should `conveyor run` die now."""
+        import json
+        import socket
+
         data = record.model_dump(mode="json", by_alias=True)
         self._send(
             json.dumps({"store": store, "record": data, "pid": os.getpid(), "host": socket.gethostname()})
@@ -72,6 +78,9 @@ class Guard:
     def close(self, recorded: bool) -> None:
         """The end of the run: the guard kills what is left of the stages and, unless the run
         was `recorded`, records it as Interrupted."""
+        import contextlib
+        import subprocess
+
         if recorded:
             self._send(DONE)
         if self.stdin is not None:
@@ -85,6 +94,8 @@ class Guard:
 
 def interrupted(last: dict[str, Any]) -> None:
     """Record the run `last` describes as Interrupted, unless its record says it finished."""
+    from datetime import UTC, datetime
+
     from conveyor.artifacts.layout import RunRecord, read_run_record, write_run_record
     from conveyor.artifacts.store import open_store
 
@@ -123,9 +134,13 @@ def main() -> int:
         if line.startswith(("+", "-")):
             (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
         elif line.startswith("{"):
+            import json
+
             last = json.loads(line)
         elif line == DONE:
             done = True
+    import contextlib  # from here on, `conveyor run` is over: start-up cost no longer matters
+
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
