@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES
-from tests.integration.test_local_run import run_json, stages
+from tests.integration.test_local_run import conveyor, run_json, stages
 
 PENGUINS = EXAMPLES / "penguins" / "pipeline.yaml"
 BREAST = EXAMPLES / "breast-cancer" / "pipeline.yaml"
@@ -49,6 +49,14 @@ def test_after_a_no_cache_run_of_breast_cancer_the_next_run_is_fully_cached(tmp_
     assert "already the champion (version 1" in again["model"]["decision"]
     after = ok(str(BREAST), "--store", store)
     assert all(hits(after).values()), hits(after)
+    # the store copied elsewhere (and the original gone): still every stage from the cache
+    moved = tmp_path / "moved"
+    shutil.copytree(store, moved)
+    shutil.rmtree(store)
+    there = ok(str(BREAST), "--store", str(moved))
+    assert all(hits(there).values()), hits(there)
+    assert there["model"]["uri"].startswith(moved.as_uri())
+    assert conveyor("show", there["run"], "--store", str(moved)).returncode == 0
 
 
 @pytest.mark.slow

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from conveyor.artifacts.layout import CHAMPION_FIX, JSON, Champion, CorruptRecord, champion_key
+from conveyor.artifacts.layout import (
+    CHAMPION_FIX,
+    JSON,
+    Champion,
+    CorruptRecord,
+    champion_key,
+    relocated_champion,
+)
 from conveyor.artifacts.store import Store, StoreError
 
 VERSIONS = "_versions"
@@ -49,7 +56,7 @@ def current(store: Store, namespace: str, pipeline: str) -> ChampionState:
         return ChampionState(None, None)
     data, token = found
     try:
-        return ChampionState(Champion.model_validate_json(data), token)
+        return ChampionState(relocated_champion(store, Champion.model_validate_json(data)), token)
     except ValidationError as err:
         where = store.uri(champion_key(namespace, pipeline))
         raise CorruptRecord(
@@ -82,7 +89,7 @@ def version_key(namespace: str, pipeline: str, version: int) -> str:
 
 def _read(store: Store, key: str) -> Champion | None:
     try:
-        return Champion.model_validate_json(store.read_bytes(key))
+        return relocated_champion(store, Champion.model_validate_json(store.read_bytes(key)))
     except (StoreError, ValidationError):
         return None
 

@@ -235,12 +235,33 @@ def commit_result(store: Store, prefix: str, result: StageResult) -> None:
     _write_json(store, f"{prefix}/outputs.json", result.model_dump(mode="json"))
 
 
+def relocated(store: Store, ref: ArtifactRef) -> ArtifactRef:
+    """`ref` where this store holds it. Records name artifacts by absolute URI; in a store that
+    was moved or copied, a run's artifact named under the old root (`ArtifactPath`) is the one
+    at the same key under this root (its digest says whether it still is)."""
+    try:
+        store.key(ref.uri)
+        return ref
+    except StoreError:
+        pass
+    try:
+        key = ArtifactPath.from_uri(ref.uri).key
+    except StoreError:
+        return ref  # not a run's artifact: left as recorded
+    return ref.model_copy(update={"uri": store.uri(key)})
+
+
+def _relocated_result(store: Store, result: StageResult) -> StageResult:
+    outputs = {name: relocated(store, ref) for name, ref in result.outputs.items()}
+    return result.model_copy(update={"outputs": outputs})
+
+
 def read_result(store: Store, prefix: str) -> StageResult | None:
     """A stage's committed result; None when there is none or it does not parse (the stage did
     not commit: it runs again and writes a good one)."""
     try:
         raw = _read_json(store, f"{prefix}/outputs.json")
-        return None if raw is None else StageResult.model_validate(raw)
+        return None if raw is None else _relocated_result(store, StageResult.model_validate(raw))
     except (CorruptRecord, ValidationError):
         return None
 
@@ -251,7 +272,7 @@ def cache_lookup(store: Store, key: str) -> StageResult | None:
         raw = _read_json(store, cache_pointer_key(key))
         if raw is None:
             return None
-        result = StageResult.model_validate(raw)
+        result = _relocated_result(store, StageResult.model_validate(raw))
     except (CorruptRecord, ValidationError):
         return None
     return result if all(store.verify(ref) for ref in result.outputs.values()) else None
@@ -275,7 +296,14 @@ def champion_key(namespace: str, pipeline: str) -> str:
 
 
 def read_champion(store: Store, namespace: str, pipeline: str) -> Champion | None:
-    return _read_model(store, champion_key(namespace, pipeline), Champion, CHAMPION_FIX)
+    champion = _read_model(store, champion_key(namespace, pipeline), Champion, CHAMPION_FIX)
+    return None if champion is None else relocated_champion(store, champion)
+
+
+def relocated_champion(store: Store, champion: Champion) -> Champion:
+    """`champion` with its model and profile where this store holds them (see `relocated`)."""
+    profile = champion.profile and relocated(store, champion.profile)
+    return champion.model_copy(update={"model": relocated(store, champion.model), "profile": profile})
 
 
 def write_champion(store: Store, namespace: str, pipeline: str, champion: Champion) -> None:

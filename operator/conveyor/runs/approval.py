@@ -138,7 +138,8 @@ def _promote(
     for _ in range(MAX_SWAPS):
         state = champions.current(store, namespace, pipeline)
         champ = state.champion
-        if champ is not None and champ.model == candidate.model:  # approved before; record lost
+        # approved before (the record lost), or the same bytes: no new version of one model
+        if champ is not None and champ.model.sha256 == candidate.model.sha256:
             return {"promoted": champ.run == candidate.run, "version": champ.version}
         overtaken = _overtaken(candidate, champ, opts)
         if overtaken:

@@ -1,0 +1,48 @@
+"""A store moved or copied to another folder: its records name artifacts under the old root,
+and are read as naming the same keys under the new one (old records stay readable)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from conveyor.artifacts import champion as champions
+from conveyor.artifacts import layout
+from conveyor.artifacts.layout import Champion, StageResult
+from conveyor.artifacts.store import LocalStore
+
+
+def _written(root: Path) -> StageResult:
+    store = LocalStore(root)
+    model = store.write_bytes("ns/p/r1/train/model.skops", b"model", "application/x-skops")
+    result = StageResult(outputs={"model": model}, cache_key="k")
+    layout.commit_result(store, "ns/p/r1/train", result)
+    layout.cache_record(store, "k", result)
+    champion = Champion(run="r1", model=model, promoted_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert champions.promote(store, "ns", "p", champions.current(store, "ns", "p"), champion)
+    return result
+
+
+def test_a_copied_store_finds_its_cache_results_and_champion_under_its_own_root(tmp_path: Path) -> None:
+    _written(tmp_path / "before")
+    shutil.copytree(tmp_path / "before", tmp_path / "after")
+    shutil.rmtree(tmp_path / "before")
+    store = LocalStore(tmp_path / "after")
+    here = store.uri("ns/p/r1/train/model.skops")
+    hit = layout.cache_lookup(store, "k")  # was None: the recorded URI pointed into "before"
+    assert hit is not None and hit.outputs["model"].uri == here
+    committed = layout.read_result(store, "ns/p/r1/train")
+    assert committed is not None and store.verify(committed.outputs["model"])
+    for champion in (
+        layout.read_champion(store, "ns", "p"),
+        champions.current(store, "ns", "p").champion,
+        champions.read_version(store, "ns", "p", 1),
+    ):
+        assert champion is not None and champion.model.uri == here
+
+
+def test_a_uri_outside_any_run_is_left_as_recorded(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    ref = _written(tmp_path).outputs["model"].model_copy(update={"uri": "s3://bucket/model.skops"})
+    assert layout.relocated(store, ref) == ref
