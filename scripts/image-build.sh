@@ -19,7 +19,16 @@ BASE=localhost/conveyor-base:$SUITE-$KEY
 BASE_TAR=$CACHE/base-$SUITE-$KEY.tar
 ARCHIVE=$CACHE/conveyor.tar
 mkdir -p "$CACHE"
-bah() { buildah --root "$CACHE/storage" --runroot /run/conveyor-image --storage-driver overlay "$@"; }
+# buildah's run state (mounts, locks) belongs with its storage: one run root per cache folder
+RUNROOT=/run/conveyor-image-$(printf '%s' "$CACHE" | sha256sum | cut -c1-12)
+# The build needs no container network (isolation chroot, the host's network): naming a backend
+# keeps buildah from wanting netavark, which Debian's buildah only recommends.
+export CONTAINERS_CONF=$CACHE/containers.conf
+printf '[network]\nnetwork_backend = "cni"\n' >"$CONTAINERS_CONF"
+bah() { buildah --root "$CACHE/storage" --runroot "$RUNROOT" --storage-driver overlay "$@"; }
+# One build at a time per cache folder (two `make test` on a machine share ~/.cache).
+exec 9>"$CACHE/.lock"
+flock 9
 
 make_base_tar() {
   local root
@@ -46,7 +55,8 @@ fi
 secret=()
 [ -s "${PIP_CERT:-}" ] && secret=(--secret "id=pip-ca,src=$PIP_CERT")
 start=$(date +%s)
-bah bud --layers --isolation chroot "${secret[@]}" --build-arg "BASE=$BASE" -t "$IMAGE" .
+# --force-rm: a failed step leaves no working container (and its mount) behind
+bah bud --layers --force-rm --isolation chroot --network host "${secret[@]}" --build-arg "BASE=$BASE" -t "$IMAGE" .
 built=$(date +%s)
 rm -f "$ARCHIVE"
 bah push -q "$IMAGE" "docker-archive:$ARCHIVE:$IMAGE" >/dev/null
