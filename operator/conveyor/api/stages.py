@@ -72,6 +72,11 @@ class TransformOptions(Model):
     numeric: NumericPrep = Field(default_factory=NumericPrep)
     categorical: CategoricalPrep = Field(default_factory=CategoricalPrep)
     task: Literal["auto", "classification", "regression"] = "auto"
+    target: str | None = Field(
+        default=None,
+        description="The label column, when the stage producing the data does not name it "
+        "(a custom stage that writes no `meta.target`); the data's own target wins otherwise.",
+    )
 
 
 class ParamRange(Model):

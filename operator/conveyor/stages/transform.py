@@ -58,15 +58,30 @@ def build_preprocessor(df: pd.DataFrame, opts: TransformOptions) -> Any:
     )
 
 
+def _target(ctx: StageContext, target: str | None, df: pd.DataFrame) -> str:
+    """The label column: named by the data's producer, else by this stage's `target`."""
+    producer = next((s for s, outs in ctx.inv.inputs.items() if "data" in outs), "?")
+    if not target:
+        raise StageError(
+            f"the data from stage {producer!r} names no target column: set `target` on the "
+            f"ingest stage, or `with: {{target: <column>}}` on this stage, or have a custom stage "
+            f'write `"meta": {{"target": "<column>"}}` with its `data` output in outputs.json'
+        )
+    if target not in df.columns:
+        raise StageError(
+            f"target {target!r} is not a column of the data from stage {producer!r}; "
+            f"its columns: {', '.join(map(str, df.columns[:20]))}"
+        )
+    return target
+
+
 def run(ctx: StageContext) -> None:
     from sklearn.model_selection import train_test_split
 
     opts = TransformOptions.model_validate(ctx.options)
     ref = ctx.input_ref("data")
-    target = ref.meta.get("target")
-    if not target:
-        raise StageError("the data has no target column: set `target` in the ingest stage")
     df = read_table(ctx.input_path("data"))
+    target = _target(ctx, ref.meta.get("target") or opts.target, df)
     unknown = [c for c in opts.drop if c not in df.columns]
     if unknown:
         raise StageError(f"drop: columns not in the data: {', '.join(unknown)}")

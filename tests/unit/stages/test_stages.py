@@ -273,3 +273,35 @@ def test_ingest_parquet_and_s3_sources(tmp_path: Path, bucket: str) -> None:
         [],
     )
     assert res.metrics == {"dropped_missing_target": 20.0, "rows": 180.0, "columns": 2.0}
+
+
+def _custom_table(chain: Chain, tmp_path: Path, meta: dict[str, Any]) -> None:
+    """A custom stage's `data` output, as its outputs.json would name it."""
+    path = tmp_path / "custom.parquet"
+    frame = pd.DataFrame({"x": np.arange(40.0), "y": [0, 1] * 20})
+    frame.to_parquet(path)
+    ref = chain.store.write_file("ns/p/r/custom/data.parquet", path, "application/vnd.apache.parquet")
+    chain.outputs["custom"] = {"data": ref.model_copy(update={"meta": meta})}
+
+
+def test_transform_after_a_custom_stage_names_that_stage_and_every_fix(tmp_path: Path) -> None:
+    chain = Chain(tmp_path)
+    _custom_table(chain, tmp_path, {})
+    with pytest.raises(StageError) as err:
+        chain.run("transform", "transform", {}, ["custom"])
+    message = str(err.value)
+    assert "stage 'custom' names no target column" in message  # it blamed "the ingest stage"
+    assert "with: {target: <column>}" in message and '"meta": {"target"' in message
+
+
+def test_transform_takes_its_target_option_or_the_custom_stages_meta(tmp_path: Path) -> None:
+    chain = Chain(tmp_path)
+    _custom_table(chain, tmp_path, {})
+    chain.run("transform", "transform", {"target": "y"}, ["custom"])
+    assert chain.outputs["transform"]["train"].meta["target"] == "y"
+    _custom_table(chain, tmp_path, {"target": "y"})
+    chain.run("transform2", "transform", {}, ["custom"])
+    assert chain.outputs["transform2"]["train"].meta["features"] == ["x"]
+    with pytest.raises(StageError, match="target 'nope' is not a column of the data from stage 'custom'"):
+        _custom_table(chain, tmp_path, {})
+        chain.run("transform3", "transform", {"target": "nope"}, ["custom"])
