@@ -58,7 +58,10 @@ start=$(date +%s)
 # --force-rm: a failed step leaves no working container (and its mount) behind
 bah bud --layers --force-rm --isolation chroot --network host "${secret[@]}" --build-arg "BASE=$BASE" -t "$IMAGE" .
 built=$(date +%s)
-rm -f "$ARCHIVE"
-bah push -q "$IMAGE" "docker-archive:$ARCHIVE:$IMAGE" >/dev/null
+# written aside, checked whole, then moved: a reader never sees a half-written archive
+rm -f "$ARCHIVE.part"
+bah push -q "$IMAGE" "docker-archive:$ARCHIVE.part:$IMAGE" >/dev/null
+tar -tf "$ARCHIVE.part" manifest.json >/dev/null
+mv "$ARCHIVE.part" "$ARCHIVE"
 echo "image: $IMAGE ($(bah images --format '{{.Size}}' "$IMAGE")) built in $((built - start))s," \
   "archived in $(($(date +%s) - built))s (base $BASE): $ARCHIVE ($(du -m "$ARCHIVE" | cut -f1) MB)"
