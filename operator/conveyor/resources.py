@@ -39,6 +39,9 @@ class ResourceFileError(UserError):
 
 Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_ALIAS_EXPANSION = 10  # expanded nodes per node written, beyond the first 10,000
+# A Kubernetes object is at most 1.5 MiB (etcd's default --max-request-bytes), so a larger file
+# cannot be applied as one resource; parsing YAML costs ~1-2 s of CPU per MB here.
+MAX_FILE_BYTES = 3 * 2**19
 
 
 def expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
@@ -75,9 +78,22 @@ def _parse(path: Path, text: str) -> list[Any]:
         loader.dispose()
 
 
+def _read(path: Path) -> str:
+    with path.open("rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        size = path.stat().st_size
+        raise ResourceFileError(
+            f"{path}: {size / 1e6:.1f} MB, over the {MAX_FILE_BYTES / 2**20:g} MiB Conveyor reads, "
+            "as a Kubernetes API server stores no larger object; keep large data (expectations, "
+            "parameter grids, tables) in a file a stage reads, or split the file"
+        )
+    return data.decode()
+
+
 def load_documents(path: Path) -> list[Document]:
     try:
-        docs = _parse(path, path.read_text())
+        docs = _parse(path, _read(path))
     except FileNotFoundError:
         raise ResourceFileError(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -75,3 +75,20 @@ def test_other_apis_are_skipped_but_a_conveyor_typo_is_not(tmp_path: Path) -> No
 
 def test_the_examples_folder_validates_as_the_readme_says() -> None:
     assert validate_files([EXAMPLES]) == []
+
+
+def test_a_file_too_large_to_be_a_resource_is_refused_before_parsing(tmp_path: Path) -> None:
+    """A 10 MB pipeline took ~55 s and ~700 MB to validate (PyYAML builds Python objects for
+    every node); no API server would store it. Refused from its size, reading 1.5 MiB at most."""
+    path = tmp_path / "big.yaml"
+    columns = "".join(f"      c{i:07d}: {{min: 0, max: {i}}}\n" for i in range(300_000))
+    path.write_text(PIPELINE + "# expectations\n#" + columns.replace("\n", "\n#"))
+    assert path.stat().st_size > 10_000_000
+    with pytest.raises(ResourceFileError, match=r"big\.yaml: 1\d\.\d MB, over the 1.5 MiB Conveyor reads"):
+        load_documents(path)
+
+
+def test_a_file_under_the_limit_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(PIPELINE + "#" + "x" * 1_000_000 + "\n")
+    assert load_documents(path)[0].body["kind"] == "Pipeline"
