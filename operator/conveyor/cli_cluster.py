@@ -176,8 +176,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for child in children:
-        os.waitpid(child, 0)
+    from prometheus_client import multiprocess
+
+    while children:  # a worker that ends takes its live gauges with it (no stale series)
+        pid, _ = os.wait()
+        if pid in children:
+            children.remove(pid)
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
     return 0
 
 

@@ -13,11 +13,15 @@ import threading
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from conveyor.drift import encode, encoded_drift, window_dtype
 
 REGISTRY = CollectorRegistry()
+# process_* (CPU seconds, resident memory, open files, start time) of this server process. In
+# multiprocess mode (--workers > 1) /metrics gives the answering worker's, as workers' process
+# metrics cannot be merged; the gauges below say how theirs combine (no per-pid series).
+ProcessCollector(registry=REGISTRY)
 REQUESTS = Counter(
     "conveyor_requests_total", "Inference requests.", ["model", "endpoint", "code"], registry=REGISTRY
 )
@@ -39,20 +43,29 @@ FEATURE_DRIFT = Gauge(
     "Drift of one feature against the training profile.",
     ["model", "version", "feature", "method"],
     registry=REGISTRY,
+    multiprocess_mode="livemax",  # the worst of the live workers' windows (as the operator reads it)
 )
 DRIFT_SCORE = Gauge(
     "conveyor_drift_score",
     "The largest feature drift (the configured method).",
     ["model", "version"],
     registry=REGISTRY,
+    multiprocess_mode="livemax",  # the same
 )
 MODEL_BACKEND = Gauge(
     "conveyor_model_backend",
     "What computes predictions: onnx (onnxruntime) or skops (scikit-learn); 1 = in use.",
     ["model", "version", "backend"],
     registry=REGISTRY,
+    multiprocess_mode="livemax",  # every worker serves the same model
 )
-WINDOW_SIZE = Gauge("conveyor_drift_window_size", "Rows in the drift window.", ["model"], registry=REGISTRY)
+WINDOW_SIZE = Gauge(
+    "conveyor_drift_window_size",
+    "Rows in the drift window.",
+    ["model"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 BATCH_SIZE = Histogram(
     "conveyor_batch_size",
     "Rows per predict call.",
@@ -190,4 +203,5 @@ def exposition_registry() -> CollectorRegistry:
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    ProcessCollector(registry=registry)
     return registry

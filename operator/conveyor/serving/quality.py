@@ -34,12 +34,14 @@ QUALITY = Gauge(
     "Live quality over the labelled window: accuracy and f1 (classifiers), rmse and mae (regressors).",
     ["model", "version", "metric"],
     registry=REGISTRY,
+    multiprocess_mode="livemostrecent",  # the newest labelled window of any live worker
 )
 QUALITY_SAMPLES = Gauge(
     "conveyor_quality_samples",
     "Labelled predictions the live quality is computed from.",
     ["model", "version"],
     registry=REGISTRY,
+    multiprocess_mode="livemostrecent",  # the samples behind that value
 )
 FEEDBACK = Counter(
     "conveyor_feedback_total",

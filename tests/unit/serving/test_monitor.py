@@ -1,9 +1,13 @@
 """The drift window: fixed numpy ring buffers, bounded in bytes, with the same statistics as
-the values it replaced."""
+the values it replaced; process metrics, and one series per gauge with several workers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +15,7 @@ import pandas as pd
 import pytest
 
 from conveyor.drift import feature_drift
+from conveyor.serving import monitor
 from conveyor.serving.monitor import PREDICTION, DriftMonitor
 from conveyor.stages.profile import categorical_profile, numeric_profile
 
@@ -101,3 +106,42 @@ def test_no_profile_counts_rows_only() -> None:
     monitor.observe(rows(8), [0] * 8)
     assert monitor.window.nbytes == 0 and monitor.window.size == 5
     assert monitor.compute() is None
+
+
+def test_the_server_exports_its_process_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    text = generate_latest(monitor.REGISTRY).decode()
+    assert "process_resident_memory_bytes " in text and "process_cpu_seconds_total " in text
+
+
+MULTIPROCESS = """
+import os, sys
+from prometheus_client import generate_latest
+from conveyor.serving import monitor, quality
+def write(value):
+    monitor.DRIFT_SCORE.labels("m", "1").set(value)
+    monitor.WINDOW_SIZE.labels("m").set(10)
+    quality.QUALITY.labels("m", "1", "accuracy").set(value)
+pid = os.fork()  # a second worker, as `conveyor serve --workers 2` forks them
+if pid == 0:
+    write(0.5)
+    os._exit(0)
+os.waitpid(pid, 0)
+write(0.25)
+sys.stdout.write(generate_latest(monitor.exposition_registry()).decode())
+"""
+
+
+def test_several_workers_give_one_series_per_gauge_not_one_per_pid(tmp_path: Path) -> None:
+    """With --workers > 1 gauges got a `pid` label each (prometheus_client's default "all"):
+    alerts on conveyor_drift_score then saw one series per worker, stale ones included."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", MULTIPROCESS], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert not [line for line in lines if 'pid="' in line]
+    assert 'conveyor_drift_score{model="m",version="1"} 0.5' in lines  # the worst worker's
+    assert 'conveyor_model_quality{metric="accuracy",model="m",version="1"} 0.25' in lines  # newest
+    assert 'conveyor_drift_window_size{model="m"} 20.0' in lines  # both workers' rows
+    assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
