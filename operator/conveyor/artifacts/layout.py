@@ -235,20 +235,41 @@ def commit_result(store: Store, prefix: str, result: StageResult) -> None:
     _write_json(store, f"{prefix}/outputs.json", result.model_dump(mode="json"))
 
 
-def relocated(store: Store, ref: ArtifactRef) -> ArtifactRef:
-    """`ref` where this store holds it. Records name artifacts by absolute URI; in a store that
+def relocated_uri(store: Store, uri: str) -> str:
+    """`uri` where this store holds it. Records name artifacts by absolute URI; in a store that
     was moved or copied, a run's artifact named under the old root (`ArtifactPath`) is the one
     at the same key under this root (its digest says whether it still is)."""
     try:
-        store.key(ref.uri)
-        return ref
+        store.key(uri)
+        return uri
     except StoreError:
         pass
     try:
-        key = ArtifactPath.from_uri(ref.uri).key
+        key = ArtifactPath.from_uri(uri).key
     except StoreError:
-        return ref  # not a run's artifact: left as recorded
-    return ref.model_copy(update={"uri": store.uri(key)})
+        return uri  # not a run's artifact: left as recorded
+    return store.uri(key)
+
+
+def relocated(store: Store, ref: ArtifactRef) -> ArtifactRef:
+    """`ref` where this store holds it (see `relocated_uri`)."""
+    uri = relocated_uri(store, ref.uri)
+    return ref if uri == ref.uri else ref.model_copy(update={"uri": uri})
+
+
+def relocated_record(store: Store, record: RunRecord) -> RunRecord:
+    """A run record with every artifact it names where this store holds it: its artifacts, its
+    stages' outputs and its model (so `show`, `serve --pipeline` and lineage read a copy)."""
+    artifacts = {
+        stage: {name: relocated(store, ref) for name, ref in refs.items()}
+        for stage, refs in record.artifacts.items()
+    }
+    stages = [
+        s.model_copy(update={"outputs": {n: relocated_uri(store, u) for n, u in s.outputs.items()}})
+        for s in record.stages
+    ]
+    model = record.model and record.model.model_copy(update={"uri": relocated_uri(store, record.model.uri)})
+    return record.model_copy(update={"artifacts": artifacts, "stages": stages, "model": model})
 
 
 def _relocated_result(store: Store, result: StageResult) -> StageResult:
@@ -319,7 +340,8 @@ def write_run_record(store: Store, record: RunRecord) -> ArtifactRef:
 
 def read_run_record(store: Store, namespace: str, pipeline: str, run: str) -> RunRecord | None:
     key = RunPath(namespace, pipeline, run).record_key
-    return _read_model(store, key, RunRecord, "delete the run's folder, or restore run.json")
+    record = _read_model(store, key, RunRecord, "delete the run's folder, or restore run.json")
+    return None if record is None else relocated_record(store, record)
 
 
 def list_run_records(store: Store) -> list[RunRecord]:
@@ -334,5 +356,5 @@ def list_run_records(store: Store) -> list[RunRecord]:
                 log.warning("skipping %s", err)
                 continue
             if record is not None:
-                records.append(record)
+                records.append(relocated_record(store, record))
     return sorted(records, key=lambda r: r.start_time)

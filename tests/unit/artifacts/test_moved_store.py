@@ -7,6 +7,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from conveyor.api.pipelinerun import ModelRecord, StageStatus
 from conveyor.artifacts import champion as champions
 from conveyor.artifacts import layout
 from conveyor.artifacts.layout import Champion, StageResult
@@ -46,3 +47,32 @@ def test_a_uri_outside_any_run_is_left_as_recorded(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     ref = _written(tmp_path).outputs["model"].model_copy(update={"uri": "s3://bucket/model.skops"})
     assert layout.relocated(store, ref) == ref
+
+
+def test_a_copied_stores_run_records_name_its_own_artifacts(tmp_path: Path) -> None:
+    """`show`, `runs` and `serve --pipeline` read run.json: its artifacts, stage outputs and model
+    named the old root (a copy's `show` pointed into the deleted folder)."""
+    model = _written(tmp_path / "before").outputs["model"]
+    record = layout.RunRecord(
+        namespace="ns",
+        pipeline="p",
+        run="r1",
+        phase="Succeeded",
+        spec_digest="d",
+        params={},
+        version="test",
+        start_time=datetime(2026, 1, 1, tzinfo=UTC),
+        stages=[StageStatus(name="train", phase="Succeeded", outputs={"model": model.uri})],
+        artifacts={"train": {"model": model}},
+        model=ModelRecord(uri=model.uri, sha256=model.sha256),
+    )
+    layout.write_run_record(LocalStore(tmp_path / "before"), record)
+    shutil.copytree(tmp_path / "before", tmp_path / "after")
+    shutil.rmtree(tmp_path / "before")
+    store = LocalStore(tmp_path / "after")
+    here = store.uri("ns/p/r1/train/model.skops")
+    for read in (layout.read_run_record(store, "ns", "p", "r1"), *layout.list_run_records(store)):
+        assert read is not None
+        assert read.artifacts["train"]["model"].uri == here
+        assert read.stages[0].outputs == {"model": here}
+        assert read.model is not None and read.model.uri == here
