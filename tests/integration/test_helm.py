@@ -63,6 +63,12 @@ def test_rendered_objects_are_valid_and_restricted(helm: Path, values: str | Non
         ({"watchNamespaces": ["Bad_NS"]}, "watchNamespaces"),
         ({"replicas": 3}, "replicas"),
         ({"operator": {"store": "http://not-s3"}}, "store"),
+        ({"image": {"digest": "latest"}}, "digest"),
+        ({"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
+        ({"modelServerNodePorts": [{"modelDeployment": "m", "nodePort": 8000}]}, "nodePort"),
+        ({"networkPolicy": {"apiServerCIDRs": ["kubernetes"]}}, "apiServerCIDRs"),
+        ({"stageResources": {"request": {"cpu": 1}}}, "stageResources"),
+        ({"fullnameOverride": "Bad_Name"}, "fullnameOverride"),
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(
