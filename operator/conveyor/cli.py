@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor import __version__
 from conveyor.cli_approval import add_approval_commands
@@ -41,6 +41,11 @@ def _params(values: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from conveyor.local.fastrun import fast_run
+
+    answer = fast_run(args, DEFAULT_STORE)  # every stage cached: the run memo answers (local.memo)
+    if answer is not None:
+        return _report(args, answer.data, answer.summary)
     from conveyor.local.processes import ProcessStarter
 
     starter = ProcessStarter(args.launch)
@@ -50,7 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from conveyor.engine.validation import InvalidResource
     from conveyor.local.executor import LocalRun
-    from conveyor.local.progress import print_summary, watch
+    from conveyor.local.memo import Request
+    from conveyor.local.progress import watch
+    from conveyor.local.remember import Remember, summary
     from conveyor.resources import load_run_request
 
     try:
@@ -63,11 +70,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     store_uri = args.store or named or DEFAULT_STORE
     source = "--store" if args.store else "spec.artifacts.s3" if named else "the default store"
     store = open_named_store(store_uri, source)
+    asked = Request(Path(args.file), args.param, args.namespace, args.store, DEFAULT_STORE)
+    memo = Remember.begin(asked, store, args, from_file=run is None or run.spec.pipeline_ref is None)
     try:
         local = LocalRun(
             spec=pipeline.spec,
             pipeline=pipeline.metadata.name,
-            store=store,
+            store=memo.store if memo else store,
             params=params,
             namespace=args.namespace or pipeline.metadata.namespace or "default",
             use_cache=not args.no_cache,
@@ -79,18 +88,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except InvalidResource as err:
         raise CliError("\n".join(str(p) for p in err.problems)) from None
+    memo = memo and memo.watch(local)
     with watch(local, Console(stderr=True), show=not args.output):
         record = local.execute()
+    text, console = summary(record, memo is not None) if not args.output else ("", None)
+    if memo is not None:
+        memo.end(record, console)
+    return _report(args, record_data(record), text)
+
+
+def _report(args: argparse.Namespace, data: dict[str, Any], summary: str | None) -> int:
+    """Print a finished run (`data`: its record as `-o json` prints it) and say its exit code."""
     if args.output in ("json", "yaml"):
-        dump(record_data(record), args.output)
+        dump(data, args.output)
     elif args.output == "name":  # for scripts: RUN=$(conveyor run p.yaml -o name)
-        print(record.run)
+        print(data["run"])
     else:
-        print_summary(Console(), record)
-    if record.phase != "Succeeded":
-        return 130 if record.phase == "Cancelled" else 1
-    if record.model is not None and record.model.passed is False and not args.allow_rejected:
-        print(f"the model did not pass: {record.model.decision} (exit {EXIT_REJECTED})", file=sys.stderr)
+        sys.stdout.write(summary or "")
+    if data["phase"] != "Succeeded":
+        return 130 if data["phase"] == "Cancelled" else 1
+    model = data.get("model")
+    if model is not None and model.get("passed") is False and not args.allow_rejected:
+        print(f"the model did not pass: {model['decision']} (exit {EXIT_REJECTED})", file=sys.stderr)
         return EXIT_REJECTED
     return 0
 

@@ -6,10 +6,12 @@
 <ns>/<pipeline>/champion.json                the promoted model (its latest version)
 <ns>/<pipeline>/_versions/<version>.json     every promotion (`artifacts.champion`)
 cache/<cache key>.json                       pointer to a reusable stage result
+cache/runs/<request digest>.json             run memo: a fully cached run (`local.memo`)
 
-Only this module knows these depths: `RunPath` is a run's place, `ArtifactPath.from_uri` finds
-the store root, the run and the stage of an artifact's URI (a model's, say), and
-`model_version` names the run a model came from.
+The keys are spelled in `keys` (which imports no pydantic). Only this module knows these
+depths: `RunPath` is a run's place, `ArtifactPath.from_uri` finds the store root, the run and
+the stage of an artifact's URI (a model's, say), and `model_version` names the run a model
+came from.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from conveyor.api.pipelinerun import ModelRecord, StageStatus
+from conveyor.artifacts import keys
+from conveyor.artifacts.keys import CACHE as CACHE
+from conveyor.artifacts.keys import RUN_CLAIM as RUN_CLAIM
+from conveyor.artifacts.keys import RUN_RECORD as RUN_RECORD
+from conveyor.artifacts.keys import cache_pointer_key as cache_pointer_key
+from conveyor.artifacts.keys import champion_key as champion_key
+from conveyor.artifacts.keys import run_prefix as run_prefix
+from conveyor.artifacts.keys import stage_prefix as stage_prefix
+from conveyor.artifacts.localfiles import json_bytes
 from conveyor.artifacts.store import Store, StoreError
 from conveyor.artifacts.uri import StoreURI
 from conveyor.engine.invocation import ArtifactRef
@@ -81,10 +92,6 @@ class RunRecord(BaseModel):
     trigger: str = Field(default="", description="What started the run: manual, schedule, drift, ...")
 
 
-RUN_RECORD = "run.json"
-CACHE = "cache"
-
-
 @dataclass(frozen=True)
 class RunPath:
     """Where one run lives in a store: `<ns>/<pipeline>/<run>/`."""
@@ -95,15 +102,15 @@ class RunPath:
 
     @property
     def prefix(self) -> str:
-        return f"{self.namespace}/{self.pipeline}/{self.run}"
+        return run_prefix(self.namespace, self.pipeline, self.run)
 
     @property
     def record_key(self) -> str:
-        return f"{self.prefix}/{RUN_RECORD}"
+        return keys.record_key(self.namespace, self.pipeline, self.run)
 
     def stage(self, stage: str) -> str:
         """The prefix of one stage's outputs."""
-        return f"{self.prefix}/{stage}"
+        return stage_prefix(self.namespace, self.pipeline, self.run, stage)
 
     @classmethod
     def from_record_key(cls, key: str) -> RunPath | None:
@@ -167,26 +174,14 @@ def model_version(uri: str) -> str:
         return "model"
 
 
-def run_prefix(namespace: str, pipeline: str, run: str) -> str:
-    return RunPath(namespace, pipeline, run).prefix
-
-
-RUN_CLAIM = ".claim"
-
-
 def claim_run(store: Store, namespace: str, pipeline: str, run: str) -> bool:
     """Take a run's name in the store, once: False when another run holds it already (a
     create-only write: a lock and rename locally, `If-None-Match: *` on S3)."""
-    key = f"{run_prefix(namespace, pipeline, run)}/{RUN_CLAIM}"
-    return store.write_if(key, b"", JSON, token=None)
-
-
-def stage_prefix(namespace: str, pipeline: str, run: str, stage: str) -> str:
-    return RunPath(namespace, pipeline, run).stage(stage)
+    return store.write_if(keys.claim_key(namespace, pipeline, run), b"", JSON, token=None)
 
 
 def _write_json(store: Store, key: str, value: Any) -> ArtifactRef:
-    return store.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode(), JSON)
+    return store.write_bytes(key, json_bytes(value), JSON)
 
 
 class CorruptRecord(UserError):
@@ -231,8 +226,8 @@ def _read_model(store: Store, key: str, model: type[M], fix: str) -> M | None:
 
 def commit_result(store: Store, prefix: str, result: StageResult) -> None:
     """Metrics first, outputs.json last: its presence is what commits the stage."""
-    _write_json(store, f"{prefix}/metrics.json", result.metrics)
-    _write_json(store, f"{prefix}/outputs.json", result.model_dump(mode="json"))
+    _write_json(store, f"{prefix}/{keys.METRICS}", result.metrics)
+    _write_json(store, f"{prefix}/{keys.OUTPUTS}", result.model_dump(mode="json"))
 
 
 def relocated_uri(store: Store, uri: str) -> str:
@@ -281,7 +276,7 @@ def read_result(store: Store, prefix: str) -> StageResult | None:
     """A stage's committed result; None when there is none or it does not parse (the stage did
     not commit: it runs again and writes a good one)."""
     try:
-        raw = _read_json(store, f"{prefix}/outputs.json")
+        raw = _read_json(store, f"{prefix}/{keys.OUTPUTS}")
         return None if raw is None else _relocated_result(store, StageResult.model_validate(raw))
     except (CorruptRecord, ValidationError):
         return None
@@ -305,15 +300,6 @@ def cache_record(store: Store, key: str, result: StageResult) -> None:
         cache_pointer_key(key),
         result.model_copy(update={"cache_key": key}).model_dump(mode="json"),
     )
-
-
-def cache_pointer_key(key: str) -> str:
-    """The store key of the pointer recorded for a stage cache key."""
-    return f"{CACHE}/{key}.json"
-
-
-def champion_key(namespace: str, pipeline: str) -> str:
-    return f"{namespace}/{pipeline}/champion.json"
 
 
 def read_champion(store: Store, namespace: str, pipeline: str) -> Champion | None:

@@ -13,7 +13,6 @@ compare-and-swap, by a lock and an atomic rename on a local folder and by a cond
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -22,23 +21,16 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from conveyor.artifacts.localfiles import CHUNK, file_matches, locked
+from conveyor.artifacts.localfiles import sha256_file as sha256_file
 from conveyor.artifacts.uri import FILE, S3, StoreURI
 from conveyor.artifacts.uri import StoreError as StoreError
 from conveyor.contract import S3_ENDPOINT_ENV, S3_REGION_ENV
 from conveyor.engine.invocation import ArtifactRef
 
-CHUNK = 1 << 20
 # What S3 answers a conditional write that lost: the precondition failed, a concurrent
 # conditional write is in progress, or the object it was to replace is gone.
 LOST_RACE = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"})
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Store(ABC):
@@ -136,19 +128,12 @@ class LocalStore(Store):
         """Under an exclusive lock on a hidden file beside the object (held by this process
         only while it compares and renames), so writers on one machine or one shared file
         system take turns; readers never wait, and see the old object or the new one."""
-        target = self._file(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        lock = target.parent / f".{target.name}.lock"
-        with lock.open("a") as held:
-            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-            try:
-                current = self.read_versioned(key)
-                if (current[1] if current else None) != token:
-                    return False
-                self.write_bytes(key, data, media_type)
-                return True
-            finally:
-                fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+        with locked(self._file(key)):
+            current = self.read_versioned(key)
+            if (current[1] if current else None) != token:
+                return False
+            self.write_bytes(key, data, media_type)
+            return True
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -180,7 +165,7 @@ class LocalStore(Store):
             path = self._file(self.key(ref.uri))
         except StoreError:
             return False
-        return path.is_file() and path.stat().st_size == ref.bytes and sha256_file(path) == ref.sha256
+        return file_matches(path, ref.bytes, ref.sha256)
 
 
 class S3Store(Store):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -21,22 +20,14 @@ from conveyor.engine.planner import RunPlan
 from conveyor.errors import UserError
 from conveyor.local.guard import Guard
 from conveyor.local.launcher import ProcessLauncher
+from conveyor.local.memo import lookup_line
+from conveyor.local.names import CLAIM_ATTEMPTS as CLAIM_ATTEMPTS
+from conveyor.local.names import new_run_name as new_run_name
 from conveyor.local.processes import ProcessStarter
 from conveyor.runs.advance import RunInputs, advance
 from conveyor.runs.context import RunContext
 
 POLL_SECONDS = 0.005
-
-
-CLAIM_ATTEMPTS = 8
-
-
-def new_run_name(pipeline: str) -> str:
-    """`<pipeline>-<UTC time>-<32 random bits>`, at most 63 characters (a label value). Names
-    started in the same second can still repeat (n²/2³³: about one in 20 for 20,000), so a run
-    claims its name in the store before using it (`claim_name`)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{pipeline[:38].rstrip('-.')}-{stamp}-{secrets.token_hex(4)}"
 
 
 def claim_name(store: Store, namespace: str, pipeline: str) -> str:
@@ -107,8 +98,7 @@ class LocalRun:
             inputs = RunInputs(
                 timeout_seconds=self.timeout_seconds, resume_from=self.resume_from, use_cache=self.use_cache
             )
-            look = "looking up the cache for" if self.use_cache else "reading the store for"
-            self.on_progress(f"{look} {len(self.spec.stages)} stage(s)")
+            self.on_progress(lookup_line(len(self.spec.stages), self.use_cache))
             try:
                 record = await self._until_finished(processes, inputs, stopping, guard, running)
             except asyncio.CancelledError:  # the main task cancelled (asyncio's own Ctrl-C)

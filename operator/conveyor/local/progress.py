@@ -20,6 +20,7 @@ from rich.text import Text
 
 from conveyor.api.pipelinerun import StagePhase, StageStatus
 from conveyor.artifacts.layout import RunRecord
+from conveyor.local.memo import start_line
 
 if TYPE_CHECKING:
     from conveyor.local.executor import LocalRun
@@ -111,9 +112,7 @@ def watch(local: LocalRun, console: Console, show: bool = True) -> Iterator[None
         yield
         return
     if not console.is_terminal:
-        console.print(
-            f"run {local.run}: store {local.store.root}", markup=False, highlight=False, soft_wrap=True
-        )
+        console.print(start_line(local.run, local.store.root), markup=False, highlight=False, soft_wrap=True)
 
         def say(activity: str) -> None:
             if activity:

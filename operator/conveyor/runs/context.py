@@ -19,6 +19,7 @@ from conveyor.api.stages import Expectations
 from conveyor.artifacts import expectations as learned
 from conveyor.artifacts import layout
 from conveyor.artifacts.layout import RunRecord, StageResult
+from conveyor.artifacts.localfiles import source_fact
 from conveyor.artifacts.store import Store, StoreError, sha256_file
 from conveyor.engine.cache import cache_key
 from conveyor.engine.invocation import ArtifactRef, StageInvocation
@@ -114,7 +115,7 @@ class RunContext:
             parsed = urlparse(source)
             if parsed.scheme in ("", "file"):
                 path = Path(parsed.path if parsed.scheme else source)
-                facts["source"] = sha256_file(path) if path.is_file() else "missing"
+                facts["source"] = source_fact(path)  # `local.fastrun` checks it so too
         if stage.uses == "evaluate":
             # The model to beat: none, or the champion unless it is this very model (a re-run
             # of the run that promoted it faces the same decision as that run did).
