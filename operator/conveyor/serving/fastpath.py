@@ -1,8 +1,9 @@
 """The common V2 inference request, read without pydantic: one input per feature, each `FP64`
-with shape `[n]` or `[n, 1]` and `n` flat finite floats (or nulls). Such a body is exactly one
-that `protocol.parse_infer` and `protocol.v2_rows` accept; reading it directly costs a tenth as
-much. Anything else (another datatype, nested data, a row tensor, requested outputs, any
-mistake) is left to that validating path, so that every error keeps its one wording there.
+with shape `[n]` or `[n, 1]` and `n` flat finite floats (or nulls), `parameters` holding
+scalars only. Such a body is exactly one that `protocol.parse_infer` and `protocol.v2_rows`
+accept; reading it directly costs a tenth as much. Anything else (another datatype, nested
+data, a row tensor, requested outputs, any mistake) is left to that validating path, so that
+every error keeps its one wording there.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ def plain_v2_rows(body: Any, features: list[str]) -> tuple[list[dict[str, Any]],
     if type(body) is not dict or body.get("outputs") is not None:
         return None
     request_id, parameters, inputs = body.get("id"), body.get("parameters"), body.get("inputs")
-    if not (request_id is None or type(request_id) is str) or not (
-        parameters is None or type(parameters) is dict
-    ):
+    if not (request_id is None or type(request_id) is str) or not _flat(parameters):
         return None
     if type(inputs) is not list or len(inputs) != len(features):
         return None
@@ -47,7 +46,7 @@ def _plain_column(inp: Any, rows: int) -> list[Any] | None:
     name, shape, data, parameters = inp.get("name"), inp.get("shape"), inp.get("data"), inp.get("parameters")
     if type(name) is not str or not name or type(data) is not list or type(shape) is not list:
         return None
-    if not (parameters is None or type(parameters) is dict):
+    if not _flat(parameters):
         return None
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1 and type(shape[1]) is int)):
         return None
@@ -57,3 +56,14 @@ def _plain_column(inp: Any, rows: int) -> list[Any] | None:
         if type(value) is not float and value is not None:  # JSON floats are finite (decode_json)
             return None
     return data
+
+
+SCALARS = (str, int, float, bool)
+
+
+def _flat(parameters: Any) -> bool:
+    """None, or an object of scalars: with the checked shape of the rest, the body is then at
+    most three levels deep (so the caller need not count its nesting)."""
+    if parameters is None:
+        return True
+    return type(parameters) is dict and all(v is None or type(v) in SCALARS for v in parameters.values())

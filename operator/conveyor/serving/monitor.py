@@ -129,7 +129,12 @@ class DriftWindow:
         keep = min(rows, self.capacity)
         if keep == 0:
             return
-        at = (self.position + rows - keep + np.arange(keep)) % self.capacity
+        first = (self.position + rows - keep) % self.capacity
+        at: slice | np.ndarray = (  # a slice when the batch does not wrap (cheaper to write)
+            slice(first, first + keep)
+            if first + keep <= self.capacity
+            else (first + np.arange(keep)) % self.capacity
+        )
         for name, array in self.arrays.items():
             array[at] = encoded[name]
         self.position = (self.position + rows) % self.capacity

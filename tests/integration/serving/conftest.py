@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +80,33 @@ def start_serve(*args: str) -> subprocess.Popen[str]:
         proc.kill()
         raise
     return proc
+
+SERVER_ID = re.compile(r"[0-9a-f]{16}-[0-9a-f]+")  # an id the server made: its prefix, a counter
+
+
+class Client:
+    """An HTTP client of an `InferenceServer` serving in this event loop on 127.0.0.1 (aiohttp's
+    client session; paths are relative to the server)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    async def __aenter__(self) -> Client:
+        import aiohttp
+
+        self._running = self.server.running()
+        self.session = aiohttp.ClientSession(base_url=await self._running.__aenter__())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+        await self._running.__aexit__(*exc)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.session.get(path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.session.post(path, **kwargs)

@@ -15,18 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from conveyor.serving.app import InferenceServer, ServeOptions
 from conveyor.serving.model import ServedModel, resolve_uri
 from conveyor.serving.monitor import REGISTRY, DriftMonitor
 from conveyor.serving.protocol import output_datatype
+from tests.integration.serving.conftest import Client
 
 MODEL = "breast-cancer"
 INFER = f"/v2/models/{MODEL}/infer"
 X = "__X__"  # where a raw JSON literal goes into a body
-Client = TestClient[web.Request, web.Application]
 
 
 @pytest_asyncio.fixture
@@ -36,7 +34,7 @@ async def client(trained: dict[str, str]) -> AsyncIterator[Client]:
     server = InferenceServer(
         model, monitor, ServeOptions(max_rows=50, max_body_bytes=64_000, drift_interval=60)
     )
-    async with TestClient(TestServer(server.app())) as c:
+    async with Client(server) as c:
         c.served = model  # type: ignore[attr-defined]
         yield c
 

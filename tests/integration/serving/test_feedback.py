@@ -11,19 +11,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import accuracy_score, f1_score
 
 from conveyor.serving.app import InferenceServer, ServeOptions
 from conveyor.serving.model import ServedModel, resolve_uri
 from conveyor.serving.monitor import DriftMonitor
+from tests.integration.serving.conftest import SERVER_ID, Client
 from tests.integration.serving.test_bad_input import requests
 
 MODEL = "breast-cancer"
 FEEDBACK = f"/v2/models/{MODEL}/feedback"
-Client = TestClient[web.Request, web.Application]
 
 
 async def make_client(trained: dict[str, str], **options: Any) -> tuple[Client, InferenceServer]:
@@ -32,7 +30,7 @@ async def make_client(trained: dict[str, str], **options: Any) -> tuple[Client, 
     server = InferenceServer(
         model, monitor, ServeOptions(max_rows=50, max_body_bytes=64_000, drift_interval=60, **options)
     )
-    return TestClient(TestServer(server.app())), server
+    return Client(server), server
 
 
 @pytest_asyncio.fixture
@@ -71,7 +69,7 @@ async def test_predictions_carry_ids_and_labels_feed_the_quality_gauges(
     one = {"inputs": [{"name": "x", "shape": [1, 30], "datatype": "FP64", "data": rows(features, 30, 1)[0]}]}
     one["inputs"][0]["data"] = list(one["inputs"][0]["data"].values())  # type: ignore[index]
     v2 = await (await c.post(f"/v2/models/{MODEL}/infer", json=one)).json()
-    assert isinstance(v2["id"], str) and len(v2["id"]) == 32  # none given: one of ours
+    assert isinstance(v2["id"], str) and SERVER_ID.fullmatch(v2["id"])  # none given: one of ours
     named = await (await c.post(f"/v2/models/{MODEL}/infer", json={**one, "id": "req-7"})).json()
     assert named["id"] == "req-7"
 

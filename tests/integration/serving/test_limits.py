@@ -26,14 +26,13 @@ MARGIN = 2.0  # seconds the 408 may take beyond the timeout on a busy machine
 # at their defaults.
 SERVER = """
 import sys
-from aiohttp import web
-from conveyor.serving.app import InferenceServer, ServeOptions
+from conveyor.serving.app import InferenceServer, ServeOptions, serve
 from conveyor.serving.model import ServedModel, resolve_uri
 from conveyor.serving.monitor import DriftMonitor
 model = ServedModel.load(resolve_uri(sys.argv[1]))
 monitor = DriftMonitor(model.name, model.version, model.profile)
 server = InferenceServer(model, monitor, ServeOptions(body_timeout=float(sys.argv[3])))
-web.run_app(server.app(), host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log=None)
+serve(server, "127.0.0.1", int(sys.argv[2]))
 """
 
 

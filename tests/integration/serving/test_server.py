@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.serving.app import InferenceServer, ServeOptions
 from conveyor.serving.model import ModelError, ServedModel, resolve_champion, resolve_uri
 from conveyor.serving.monitor import DriftMonitor
-from tests.integration.serving.conftest import model_path, start_serve
+from tests.integration.serving.conftest import Client, model_path, start_serve
 
 
 def load(trained: dict[str, str]) -> ServedModel:
@@ -32,19 +31,19 @@ def pipeline(trained: dict[str, str]) -> Any:
 
 
 @pytest_asyncio.fixture
-async def client(trained: dict[str, str]) -> AsyncIterator[TestClient]:
+async def client(trained: dict[str, str]) -> AsyncIterator[Client]:
     model = load(trained)
     monitor = DriftMonitor(model.name, model.version, model.profile, window=200, min_samples=10)
     server = InferenceServer(
         model, monitor, ServeOptions(max_rows=50, max_body_bytes=64_000, drift_interval=0.1)
     )
-    async with TestClient(TestServer(server.app())) as c:
+    async with Client(server) as c:
         c.served = model  # type: ignore[attr-defined]
         c.pipeline = pipeline(trained)  # type: ignore[attr-defined]
         yield c
 
 
-async def test_predict_and_v2_match_the_model(client: TestClient, features: Any) -> None:
+async def test_predict_and_v2_match_the_model(client: Client, features: Any) -> None:
     rows = features.head(20)
     expected = client.pipeline.predict(rows).tolist()  # type: ignore[attr-defined]
     resp = await client.post("/predict", json={"instances": rows.to_dict(orient="records")})
@@ -67,7 +66,7 @@ async def test_predict_and_v2_match_the_model(client: TestClient, features: Any)
     assert (await resp.json())["outputs"][0]["data"] == expected
 
 
-async def test_health_and_metadata(client: TestClient) -> None:
+async def test_health_and_metadata(client: Client) -> None:
     assert (await client.get("/v2/health/live")).status == 200
     assert (await (await client.get("/v2/health/ready")).json()) == {"ready": True}
     meta = await (await client.get("/v2/models/breast-cancer")).json()
@@ -105,14 +104,14 @@ BAD = [
 
 @pytest.mark.parametrize(("make", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 async def test_bad_input_is_a_400_naming_the_field(
-    client: TestClient, features: Any, make: Any, message: str
+    client: Client, features: Any, make: Any, message: str
 ) -> None:
     resp = await client.post("/predict", json=make(_row(features)))
     assert resp.status == 400
     assert message in (await resp.json())["error"]
 
 
-async def test_bad_bodies(client: TestClient, features: Any) -> None:
+async def test_bad_bodies(client: Client, features: Any) -> None:
     resp = await client.post("/predict", data=b"{not json")
     assert resp.status == 400 and "not JSON" in (await resp.json())["error"]
     resp = await client.post("/predict", data=b"x" * 70_000)
@@ -122,7 +121,7 @@ async def test_bad_bodies(client: TestClient, features: Any) -> None:
     assert resp.status == 400 and "shape [n, 30]" in (await resp.json())["error"]
 
 
-async def test_metrics_parse_and_count(client: TestClient, features: Any) -> None:
+async def test_metrics_parse_and_count(client: Client, features: Any) -> None:
     rows = features.head(30).to_dict(orient="records")
     await client.post("/predict", json={"instances": rows})
     await client.post("/predict", json={"instances": [{"x": 1}]})

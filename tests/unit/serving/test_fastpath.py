@@ -77,6 +77,9 @@ ELSEWHERE = {  # each a body the plain reader must leave to the validating path
     "id-number": _set("id", 7),
     "parameters-list": _set("parameters", [1]),
     "input-parameters-list": _set("inputs.0.parameters", [1]),
+    # the fast path skips the nesting count, so it must take no nested value at all
+    "nested-parameters": _set("parameters", {"deep": [[[1]]]}),
+    "nested-input-parameters": _set("inputs.0.parameters", {"deep": {"x": {}}}),
     "outputs-requested": _set("outputs", [{"name": "nope"}]),
     "inputs-not-list": _set("inputs", {"a": 1}),
     "no-rows": lambda v: [inp.update(shape=[0], data=[]) for inp in v["inputs"]],

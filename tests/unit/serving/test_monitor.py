@@ -145,3 +145,21 @@ def test_several_workers_give_one_series_per_gauge_not_one_per_pid(tmp_path: Pat
     assert 'conveyor_model_quality{metric="accuracy",model="m",version="1"} 0.25' in lines  # newest
     assert 'conveyor_drift_window_size{model="m"} 20.0' in lines  # both workers' rows
     assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [[2, 2], [2, 2, 2], [4, 3, 1], [7], [3, 9, 1], [5, 5, 5]],
+    ids=["fits", "wraps", "wraps-then-fills", "over-capacity", "over-after-some", "exact-multiples"],
+)
+def test_the_window_holds_the_last_rows_appended(batches: list[int]) -> None:
+    """Contiguous batches are written as slices, wrapping ones by index: either way the window
+    holds exactly the newest `capacity` rows (in slot order; drift does not depend on order)."""
+    monitor = DriftMonitor("m", "1", PROFILE, window=5)
+    appended: list[float] = []
+    for n in batches:
+        batch = [{"x": float(len(appended) + i), "y": 0.0, "colour": "red"} for i in range(n)]
+        appended += [row["x"] for row in batch]
+        monitor.observe(batch, [0] * n)
+    held = monitor.window.snapshot()["x"]
+    assert sorted(held.tolist()) == appended[-5:]

@@ -109,3 +109,20 @@ def test_numpy_classes_take_plain_json_labels() -> None:
     monitor.observe(["a", "b"], [1, 0])
     assert monitor.label(["a", "b"], [1, 1]).accepted == 2
     assert monitor.compute()["accuracy"] == 0.5
+
+
+def test_request_ids_are_unique_and_a_forked_worker_draws_its_own_prefix() -> None:
+    import os
+
+    from conveyor.serving.quality import new_request_id
+
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000 and len({i.split("-")[0] for i in ids}) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a --workers child: its ids must not repeat the parent's
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    assert child.split("-")[0] != next(iter(ids)).split("-")[0]
