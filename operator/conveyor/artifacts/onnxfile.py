@@ -63,3 +63,21 @@ def feeds(
             values = ["" if r[f] is None else str(r[f]) for r in rows]
             out[name] = np.array(values, dtype=object).reshape(-1, 1)
     return out
+
+
+def frame_feeds(
+    inputs: Sequence[str], features: Sequence[str], numeric: set[str], frame: Any
+) -> dict[str, np.ndarray[Any, Any]]:
+    """What `feeds` makes of `frame.to_dict("records")` (a pandas DataFrame), column by column:
+    the same arrays without a Python object per cell (the export's parity check on 50,000 rows
+    spent a second in `to_dict` and `feeds`)."""
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for name, f in zip(inputs, features, strict=True):
+        column = frame[f]
+        if f in numeric:  # None/NaN/NA -> NaN; float64 first, then float32, as float(v) then the array
+            values = column.to_numpy(dtype=np.float64, na_value=math.nan).astype(np.float32)
+            out[name] = values.reshape(-1, 1)
+        else:
+            texts = ["" if v is None else str(v) for v in column.tolist()]
+            out[name] = np.array(texts, dtype=object).reshape(-1, 1)
+    return out

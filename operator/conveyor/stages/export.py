@@ -2,13 +2,14 @@
 predicts what the pipeline predicts.
 
 Parity is checked on held-out rows (the test split the train stage hands on; the training rows
-only when that split is empty), fed exactly as the server feeds them (`artifacts.onnxfile.feeds`):
-classifiers must give identical labels, and probabilities (or regression outputs) may differ by
-at most `TOLERANCE` in absolute value (ONNX computes in float32). When it holds, `model.onnx` is
-written as the output `onnx` (its SHA-256 recorded like every output) with the parity result in
-its metadata; otherwise nothing extra is stored and the reason goes to the stage's log. Either
-way the metrics say what happened (`onnx_exported`, `onnx_parity`, `onnx_max_abs_diff`), and
-the stage never fails because of the export.
+only when that split is empty), fed as the server feeds them (`artifacts.onnxfile.feeds`: the same
+arrays, built column by column by `frame_feeds`): classifiers must give identical labels, and
+probabilities (or regression outputs) may differ by at most `TOLERANCE` in absolute value (ONNX
+computes in float32). When it holds, `model.onnx` is written as the output `onnx` (its SHA-256
+recorded like every output) with the parity result in its metadata; otherwise nothing extra is
+stored and the reason goes to the stage's log. Either way the metrics say what happened
+(`onnx_exported`, `onnx_parity`, `onnx_max_abs_diff`), and the stage never fails because of the
+export.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from conveyor.artifacts.onnxfile import FILENAME, MEDIA_TYPE, OUTPUT_NAME, feeds, session
+from conveyor.artifacts.onnxfile import FILENAME, MEDIA_TYPE, OUTPUT_NAME, frame_feeds, session
 from conveyor.stages.context import StageContext
 
 TOLERANCE = 1e-4
@@ -82,7 +83,7 @@ def check_parity(model: Any, data: bytes, x: pd.DataFrame, numeric: list[str], w
     if len(inputs) != len(features):
         reason = f"the ONNX graph has {len(inputs)} input(s) for {len(features)} feature(s)"
         return Parity(False, len(x), which, float("inf"), reason=reason)
-    out = sess.run(None, feeds(inputs, features, set(numeric), x.to_dict("records")))
+    out = sess.run(None, frame_feeds(inputs, features, set(numeric), x))
     if hasattr(model, "classes_"):
         got, want = _plain(out[0]), _plain(model.predict(x))
         wrong = sum(g != w for g, w in zip(got, want, strict=True)) if len(got) == len(want) else len(x)

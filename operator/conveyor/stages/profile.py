@@ -30,9 +30,14 @@ def numeric_profile(values: np.ndarray, bins: int) -> dict[str, Any]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return {"kind": "numeric", "count": 0, "nullFraction": 1.0}
-    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)))
+    # Sorted once: the quantiles of sorted values are the same numbers and come without two more
+    # partitions, and a bin's count is a difference of two positions in it (the values at or above
+    # edge k-1 and below edge k, as `searchsorted(inner, finite, "right")` would bin them).
+    ordered = np.sort(finite)
+    edges = np.unique(np.quantile(ordered, np.linspace(0, 1, bins + 1)))
     inner = edges[1:-1]
-    counts = np.bincount(np.searchsorted(inner, finite, side="right"), minlength=len(inner) + 1)
+    below = np.searchsorted(ordered, inner, side="left")
+    counts = np.diff(np.concatenate(([0], below, [ordered.size])))
     return {
         "kind": "numeric",
         "count": int(finite.size),
@@ -43,7 +48,7 @@ def numeric_profile(values: np.ndarray, bins: int) -> dict[str, Any]:
         "max": float(finite.max()),
         "binEdges": inner.tolist(),
         "binFractions": (counts / counts.sum()).tolist(),
-        "quantiles": np.quantile(finite, np.linspace(0, 1, QUANTILES)).tolist(),
+        "quantiles": np.quantile(ordered, np.linspace(0, 1, QUANTILES)).tolist(),
     }
 
 

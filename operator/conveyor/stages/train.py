@@ -43,12 +43,18 @@ def run(ctx: StageContext) -> None:
         pre = load_model(ctx.input_path("preprocessor"), ctx.input_ref("preprocessor").sha256)
     except UserError as err:  # refused: tampered with or untrusted
         raise StageError(str(err)) from None
-    model = Pipeline([("preprocess", clone(pre)), ("model", make_estimator(opts.estimator, opts.params))])
-    if opts.search:
+    estimator = make_estimator(opts.estimator, opts.params)
+    model = Pipeline([("preprocess", clone(pre)), ("model", estimator)])
+    if opts.search:  # each candidate and fold fits its own preprocessor
         model = run_search(ctx, model, opts.search, x, y)
     else:
         try:
-            model.fit(x, y)
+            if ctx.input_ref("preprocessor").meta.get("fittedOn") == train_ref.sha256:
+                # fitted by the transform stage on exactly these rows: fitting it again gives the same
+                estimator.fit(pre.transform(x), y)
+                model = Pipeline([("preprocess", pre), ("model", estimator)])
+            else:
+                model.fit(x, y)
         except ValueError as err:
             raise StageError(f"training failed: {err}") from None
     ctx.metric("train_score", model.score(x, y))

@@ -103,12 +103,14 @@ def run(ctx: StageContext) -> None:
     pre.fit(x_train)
     task = "classification" if classification else "regression"
     meta = {"target": target, "task": task, "features": list(features.columns)}
+    written = {}
     for name, x, y_part in (("train", x_train, y_train), ("test", x_test, y_test)):
         table = x.assign(**{target: y_part}).reset_index(drop=True)
-        ctx.write(name, write_table(table, ctx.out_path(f"{name}.parquet")), PARQUET, **meta)
+        written[name] = ctx.write(name, write_table(table, ctx.out_path(f"{name}.parquet")), PARQUET, **meta)
     path = ctx.out_path("preprocessor.skops")
     save_model(pre, path)
-    ctx.write("preprocessor", path, MEDIA_TYPE, **meta)
+    # fittedOn: the train stage fits its model on these rows and need not fit this again
+    ctx.write("preprocessor", path, MEDIA_TYPE, **meta, fittedOn=written["train"].sha256)
     ctx.metric("train_rows", len(x_train))
     ctx.metric("test_rows", len(x_test))
     ctx.metric("features_in", features.shape[1])

@@ -90,6 +90,35 @@ def test_feeds_are_float32_columns_in_feature_order() -> None:
     assert feeds["in_c"].ravel().tolist() == ["x", ""]
 
 
+def test_frame_feeds_are_the_feeds_of_the_frames_records() -> None:
+    """The parity check feeds a DataFrame column by column; the server feeds rows. Both must give
+    the same arrays, cell for cell: ints, floats, NaN, None and pd.NA; strings, numpy scalars in
+    an object column, categoricals."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "i": [1, 2**40 + 1, -3, 4],
+            "f": [0.1, float("nan"), 1e30, 2.5],
+            "n": pd.array([1, None, 3, 4], dtype="Int64"),
+            "s": ["x", None, float("nan"), "y"],
+            "o": pd.Series([np.int64(3), np.float64(1.5), True, "z"], dtype=object),
+            "c": pd.Categorical(["a", "b", None, "a"]),
+        }
+    )
+    names = [f"in_{c}" for c in frame.columns]
+    numeric = {"i", "f", "n"}
+    want = onnxfile.feeds(names, list(frame.columns), numeric, frame.to_dict("records"))
+    got = onnxfile.frame_feeds(names, list(frame.columns), numeric, frame)
+    assert list(got) == list(want)
+    for name in names:
+        assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape == (4, 1)
+        if want[name].dtype == np.float32:
+            np.testing.assert_array_equal(got[name], want[name])  # NaN where NaN, bit for bit
+        else:
+            assert got[name].ravel().tolist() == want[name].ravel().tolist()
+
+
 def test_the_exported_graph_lists_its_operator_sets_sorted(tmp_path: Path) -> None:
     """skl2onnx lists them in the order of a Python set, which changed between two identical
     runs (`ai.onnx.ml` first in one, second in the other): model.onnx is an output, and its
