@@ -64,7 +64,7 @@ class ProcessLauncher:
         return {**self.ended, **{n: a.status for n, a in self.running.items()}}
 
     async def launch(self, stage: Stage, inv: StageInvocation, now: datetime) -> StageStatus:
-        if stage.uses is not None and not await self._warm(stage.name):
+        if stage.uses is not None and not await self._warm(stage.name, stage.uses):
             return StageStatus(
                 name=stage.name, phase=StagePhase.PENDING, message="not started: the run stops"
             )
@@ -72,12 +72,12 @@ class ProcessLauncher:
         st = StageStatus(name=stage.name, phase=StagePhase.RUNNING, start_time=now, cache_key=inv.cache_key)
         return self._attempt(stage, inv, st).status
 
-    async def _warm(self, first: str) -> bool:
-        """The fork server ready to fork built-in stages (False: the run was asked to stop)."""
-        if getattr(self.starter, "warm", True):
+    async def _warm(self, stage: str, uses: str) -> bool:
+        """The fork server ready to fork `uses` (False: the run was asked to stop)."""
+        if self.starter.is_warm(uses):
             return True
-        self.on_progress(f"warming up the fork server (it imports pandas and scikit-learn once) for {first}")
-        return await self.starter.warm_up(self.stopping)
+        self.on_progress(f"warming up the fork server (it imports pandas and scikit-learn once) for {stage}")
+        return await self.starter.warm_up(uses, self.stopping)
 
     async def stop(self, stage: str) -> None:
         attempt = self.running.pop(stage, None)

@@ -11,7 +11,6 @@ run`; `guard.Guard` kills the groups when `conveyor run` ends any other way (SIG
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -23,13 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.contract import INVOCATION_ENV, TERMINATION_LOG_ENV
+from conveyor.local.forkserver import ForkServer, ForkServerGone
 
 if TYPE_CHECKING:  # this module is imported before pydantic and asyncio are (`start_early`)
     import asyncio
 
     from conveyor.engine.invocation import StageInvocation
-
-PRELOAD = "conveyor.stages.preload"
 
 
 class Process(Protocol):
@@ -52,18 +50,31 @@ def kill_group(pid: int) -> None:
 
 
 class _Forked:
-    def __init__(self, proc: Any) -> None:
-        self.proc = proc
-        self.pid: int = proc.pid
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server, self.pid = server, pid
 
     def poll(self) -> int | None:
-        code: int | None = self.proc.exitcode
-        return code
+        return self.server.exit_code(self.pid)
 
     def kill(self) -> None:
-        if self.proc.exitcode is None:
+        if self.server.exit_code(self.pid) is None:
             kill_group(self.pid)
-        self.proc.join(5)
+        self.server.wait(self.pid, 5)
+
+
+class _NotStarted:
+    """A stage the fork server could not start (it ended): failed, its termination message why."""
+
+    pid = None
+
+    def __init__(self, files: StageFiles, why: str) -> None:
+        files.termination.write_text(why)
+
+    def poll(self) -> int | None:
+        return 1
+
+    def kill(self) -> None:
+        pass
 
 
 class _Popen:
@@ -78,21 +89,6 @@ class _Popen:
         if self.proc.poll() is None:
             kill_group(self.pid)
         self.proc.wait(5)
-
-
-def stage_child(invocation_json: str, log_path: str, termlog_path: str, env: dict[str, str]) -> None:
-    """A forked stage: its own process group, dead with the fork server, then the stage."""
-    os.setpgid(0, 0)
-    from conveyor.stages import preload  # already imported: this process is the server's fork
-
-    preload.die_with_parent(preload.SERVER_PID)
-    from conveyor.stages.runner import child_main
-
-    child_main(invocation_json, log_path, termlog_path, env)
-
-
-def _ready() -> None:
-    """What the warm-up forks: nothing (the fork server answers once its imports are done)."""
 
 
 @contextlib.contextmanager
@@ -118,25 +114,15 @@ class ProcessStarter:
         if mode not in ("fork", "exec"):
             raise ValueError("launch mode is fork or exec")
         self.mode = mode if sys.platform != "win32" else "exec"
-        self._ctx: Any = None
-        self.warm = self.mode != "fork"
+        self.server: ForkServer | None = None
 
-    def _context(self) -> Any:
-        if self._ctx is None:
-            self._ctx = multiprocessing.get_context("forkserver")
-            self._ctx.set_forkserver_preload([PRELOAD])
-        return self._ctx
-
-    def _server(self) -> Any:
+    def _server(self) -> ForkServer:
         """The fork server, started if need be: from this (the main) thread, which it dies with,
         and with SIGINT blocked, which it then ignores (`conveyor.stages.preload`)."""
-        ctx = self._context()
-        from multiprocessing import forkserver, resource_tracker
-
-        resource_tracker.ensure_running()  # first: starting it unblocks SIGINT afterwards
-        with sigint_blocked():
-            forkserver.ensure_running()
-        return ctx
+        if self.server is None:
+            with sigint_blocked():
+                self.server = ForkServer()
+        return self.server
 
     def start_early(self, pipeline_file: Path) -> None:
         """Start the fork server now, before `conveyor run` imports and validates anything: its
@@ -152,21 +138,24 @@ class ProcessStarter:
             return
         self._server()
 
-    async def warm_up(self, stopping: asyncio.Event) -> bool:
-        """Wait until the fork server can fork (it imports pandas and scikit-learn first, for
-        seconds) without blocking the event loop; False when `stopping` is set first."""
-        if self.warm:
+    def is_warm(self, uses: str) -> bool:
+        """Whether a built-in stage `uses` starts now: exec'd, or its imports done in the server."""
+        return self.mode != "fork" or (self.server is not None and self.server.is_ready(uses))
+
+    async def warm_up(self, uses: str, stopping: asyncio.Event) -> bool:
+        """Wait until the fork server has imported what `uses` needs (pandas for the first
+        stages, scikit-learn for the next: seconds) without blocking the event loop; False when
+        `stopping` is set first. An ended server is left to `start_builtin` to report."""
+        if self.is_warm(uses):
             return True
         import asyncio
 
-        ctx, loop = self._server(), asyncio.get_running_loop()
+        server, loop = self._server(), asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
 
         def wait() -> None:  # in a daemon thread: a stopped run does not wait for the imports
-            with contextlib.suppress(Exception):
-                proc = ctx.Process(target=_ready, daemon=True)
-                proc.start()
-                proc.join()
+            with contextlib.suppress(ForkServerGone):
+                server.wait_ready(uses)
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                 loop.call_soon_threadsafe(done)
 
@@ -179,19 +168,16 @@ class ProcessStarter:
         either: set[asyncio.Future[Any]] = {ready, stop}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
-        self.warm = ready.done()
-        return self.warm
+        return ready.done()
 
     def start_builtin(self, inv: StageInvocation, files: StageFiles) -> Process:
-        if self.mode == "fork":
-            proc = self._server().Process(
-                target=stage_child,
-                args=(inv.to_json(), str(files.log), str(files.termination), dict(os.environ)),
-                name=f"conveyor-stage-{inv.stage}",
-                daemon=True,
-            )
-            proc.start()
-            return _Forked(proc)
+        if self.mode == "fork" and inv.uses is not None:
+            args = [inv.to_json(), str(files.log), str(files.termination), dict(os.environ)]
+            server = self._server()
+            try:
+                return _Forked(server, server.fork(inv.uses, args))
+            except ForkServerGone as err:
+                return _NotStarted(files, str(err))
         return self._popen([sys.executable, "-m", "conveyor", "stage"], inv, files, {})
 
     def start_custom(

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no fork server 
 PROBE = """
 import sys
 from pathlib import Path
-from multiprocessing import forkserver
 from conveyor.local.processes import ProcessStarter
 
-ProcessStarter(sys.argv[2]).start_early(Path(sys.argv[1]))
-print(forkserver._forkserver._forkserver_pid is not None)
+starter = ProcessStarter(sys.argv[2])
+starter.start_early(Path(sys.argv[1]))
+print(starter.server is not None and starter.server.process.poll() is None)
 print(sorted(m for m in ("pydantic", "asyncio") if m in sys.modules))
 """
 
