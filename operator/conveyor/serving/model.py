@@ -157,10 +157,12 @@ def _changed(ref: ArtifactRef, err: DigestMismatch) -> ModelError:
     )
 
 
-def _load_session(resolved: Resolved, ref: ArtifactRef, features: list[str]) -> tuple[Any, list[str]] | None:
+def _load_session(
+    resolved: Resolved, ref: ArtifactRef, features: list[str], numeric: set[str]
+) -> tuple[Any, list[str]] | None:
     """The onnxruntime session for `ref` (the model's `model.onnx`) and its input names, or None
-    (logged) when onnxruntime cannot run it or its inputs are not the recorded ones, one per
-    feature. A changed file is refused."""
+    (logged) when onnxruntime cannot run it or its inputs are not the recorded ones (one matrix
+    of numeric features, or one per feature). A changed file is refused."""
     meta = ref.meta
     with tempfile.TemporaryDirectory(prefix="conveyor-serve-") as tmp:
         path = _fetch(resolved, ref, tmp)
@@ -172,7 +174,7 @@ def _load_session(resolved: Resolved, ref: ArtifactRef, features: list[str]) -> 
             log.warning("onnxruntime cannot load %s (%s); using skops", ref.uri, err)
             return None
     inputs = [i.name for i in session.get_inputs()]
-    if inputs != meta.get("inputs") or len(inputs) != len(features):
+    if inputs != meta.get("inputs") or not onnxfile.fits(inputs, features, numeric):
         log.warning("not serving %s: its inputs are not the recorded ones; using skops", ref.uri)
         return None
     return session, inputs
@@ -246,7 +248,7 @@ class ServedModel:
         if not (isinstance(features, list) and isinstance(numeric, list) and isinstance(classes, list)):
             return None
         features = [str(f) for f in features]
-        onnx = _load_session(resolved, resolved.onnx, features)
+        onnx = _load_session(resolved, resolved.onnx, features, set(numeric))
         if onnx is None:
             return None
         task = (profile or {}).get("task") or ("classification" if classes else "regression")
@@ -335,16 +337,19 @@ class ServedModel:
             _numeric_feeds(self.inputs, self.features, rows)
             if self.numeric.issuperset(self.features)
             else onnxfile.feeds(self.inputs, self.features, self.numeric, rows)
-        )
+        )  # the same arrays as `onnxfile.feeds`, built cheaper (tests/unit/serving/test_model.py)
         first = self.session.get_outputs()[0].name
         out = [_plain(v) for v in self.session.run([first], feeds)[0].ravel()]
         return [self.labels.get(v, v) for v in out] if self.labels else out
 
 
 def _numeric_feeds(inputs: list[str], features: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """What `onnxfile.feeds` makes of validated rows when every feature is numeric (float32
-    [n, 1] per input, NaN for None), from one [n, features] array: a third of its cost."""
+    """What `onnxfile.feeds` makes of validated rows when every feature is numeric (NaN for
+    None): the [n, features] float32 matrix, or its columns as [n, 1] inputs (a third of the
+    cost of building each column alone)."""
     table = np.array([[row[f] for f in features] for row in rows], dtype=np.float32)
+    if onnxfile.is_matrix(inputs, features):
+        return {onnxfile.MATRIX: table.reshape(-1, len(features))}
     return {name: table[:, i : i + 1] for i, name in enumerate(inputs)}
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from conveyor.artifacts import onnxfile
 from conveyor.artifacts.onnxfile import FILENAME, MEDIA_TYPE, OUTPUT_NAME, frame_feeds, session
 from conveyor.stages.context import StageContext
 
@@ -52,16 +53,53 @@ def convert(model: Any, x: pd.DataFrame, numeric: list[str]) -> bytes:
     set (it varied between identical runs), so they are sorted by domain."""
     from skl2onnx import to_onnx
 
-    sample = x.iloc[:1].copy()
-    for c in sample.columns:
-        sample[c] = sample[c].astype(np.float32 if c in numeric else object)
-    options = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else None
-    graph = to_onnx(model, sample, target_opset=OPSET, options=options)
-    opsets = sorted((o.domain, o.version) for o in graph.opset_import)
+    graph = None
+    if len(x.columns) > 1 and set(numeric) == set(x.columns):
+        graph = _matrix_graph(model, list(x.columns))
+    if graph is None:
+        sample = x.iloc[:1].copy()
+        for c in sample.columns:
+            sample[c] = sample[c].astype(np.float32 if c in numeric else object)
+        graph = to_onnx(model, sample, target_opset=OPSET, options=_options(model))
+    opsets = sorted({(o.domain, o.version) for o in graph.opset_import})  # the matrix graph lists "" twice
     del graph.opset_import[:]
     for domain, version in opsets:
         graph.opset_import.add(domain=domain, version=version)
     return bytes(graph.SerializeToString())
+
+
+def _options(model: Any) -> dict[int, Any] | None:
+    return {id(model): {"zipmap": False}} if hasattr(model, "classes_") else None
+
+
+def _matrix_graph(model: Any, features: list[str]) -> Any:
+    """The graph with one float32 `[n, features]` input (`onnxfile.MATRIX`) for a pipeline whose
+    features are all numeric, or None when it does not convert so (then one input per feature).
+    skl2onnx maps a ColumnTransformer's columns onto named inputs only, so a copy of the pipeline
+    names its columns by position; the parity check then compares it with the pipeline itself."""
+    import copy
+
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.compose import ColumnTransformer
+
+    position = {f: i for i, f in enumerate(features)}
+    twin = copy.deepcopy(model)
+    for _, step in getattr(twin, "steps", []):
+        if isinstance(step, ColumnTransformer):
+            step.transformers_ = [
+                (name, fitted, [position[c] for c in cols] if _names(cols) else cols)
+                for name, fitted, cols in step.transformers_
+            ]
+    try:
+        inputs = [(onnxfile.MATRIX, FloatTensorType([None, len(features)]))]
+        return to_onnx(twin, initial_types=inputs, target_opset=OPSET, options=_options(twin))
+    except Exception:  # any converter failure: the per-feature inputs instead
+        return None
+
+
+def _names(cols: Any) -> bool:
+    return isinstance(cols, list) and all(isinstance(c, str) for c in cols)
 
 
 def _plain(values: Any) -> list[Any]:
@@ -80,7 +118,7 @@ def check_parity(model: Any, data: bytes, x: pd.DataFrame, numeric: list[str], w
     sess = session(data)
     inputs = [i.name for i in sess.get_inputs()]
     features = list(x.columns)
-    if len(inputs) != len(features):
+    if not onnxfile.fits(inputs, features, set(numeric)):
         reason = f"the ONNX graph has {len(inputs)} input(s) for {len(features)} feature(s)"
         return Parity(False, len(x), which, float("inf"), reason=reason)
     out = sess.run(None, frame_feeds(inputs, features, set(numeric), x))

@@ -81,6 +81,7 @@ def start_serve(*args: str) -> subprocess.Popen[str]:
         raise
     return proc
 
+
 SERVER_ID = re.compile(r"[0-9a-f]{16}-[0-9a-f]+")  # an id the server made: its prefix, a counter
 
 

@@ -39,8 +39,21 @@ def test_breast_cancer_model_exported_with_parity_on_the_test_split(tmp_path: Pa
     data = Path(onnx.uri.removeprefix("file://")).read_bytes()
     assert hashlib.sha256(data).hexdigest() == onnx.sha256
     assert onnx.meta["features"] == res.outputs["model"].meta["features"]
-    assert onnx.meta["inputs"][0] == "mean_radius"  # sanitised by skl2onnx, in column order
+    assert onnx.meta["inputs"] == [onnxfile.MATRIX]  # all numeric: one [n, 30] float32 input
     assert onnx.meta["classes"] == [0, 1]
+
+
+def test_a_pipeline_not_convertible_as_a_matrix_gets_one_input_per_feature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-feature layout (a string column among them, or a step skl2onnx cannot map onto
+    positions) is exported, checked and recorded like the matrix."""
+    chain = breast_cancer(tmp_path)
+    monkeypatch.setattr(export, "_matrix_graph", lambda model, features: None)
+    res = chain.run("train", "train", LOGREG, ["transform"])
+    onnx = res.outputs[onnxfile.OUTPUT_NAME]
+    assert res.metrics["onnx_parity"] == 1.0
+    assert len(onnx.meta["inputs"]) == 30 and onnx.meta["inputs"][0] == "mean_radius"  # sanitised
 
 
 def test_no_parity_stores_nothing_extra(
