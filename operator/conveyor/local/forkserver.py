@@ -28,7 +28,7 @@ class ForkServerGone(RuntimeError):
 
 class ForkServer:
     def __init__(self) -> None:
-        self.ready: set[str] = set()
+        self.ready: dict[str, None] = {}  # the stages it can fork warm, in the order they came
         self.pids: dict[int, int] = {}  # request id -> pid
         self.codes: dict[int, int] = {}  # pid -> exit code
         self.gone = False
@@ -58,7 +58,7 @@ class ForkServer:
                 message: dict[str, Any] = json.loads(line)
                 with self.changed:
                     if "ready" in message:
-                        self.ready.update(message["ready"])
+                        self.ready.update(dict.fromkeys(message["ready"]))
                     elif "id" in message:
                         self.pids[message["id"]] = message["pid"]
                     else:
