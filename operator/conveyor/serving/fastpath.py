@@ -41,16 +41,27 @@ def plain_v2_rows(body: Any, features: list[str]) -> tuple[list[dict[str, Any]],
 
 def _plain_column(inp: Any, rows: int) -> list[Any] | None:
     """The data of one plain input (of `rows` values, unless `rows` is -1), else None."""
-    if type(inp) is not dict or inp.get("datatype") != "FP64" or not INPUT_KEYS.issuperset(inp):
+    if type(inp) is not dict or inp.get("datatype") != "FP64":
         return None
-    name, shape, data, parameters = inp.get("name"), inp.get("shape"), inp.get("data"), inp.get("parameters")
+    name, shape, data = inp.get("name"), inp.get("shape"), inp.get("data")
     if type(name) is not str or not name or type(data) is not list or type(shape) is not list:
         return None
-    if not _flat(parameters):
+    # With name, shape, datatype and data present, four keys are exactly those: no parameters.
+    if len(inp) != 4 and not (INPUT_KEYS.issuperset(inp) and _flat(inp.get("parameters"))):
         return None
-    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1 and type(shape[1]) is int)):
+    n = len(data)
+    if len(shape) == 1:
+        if type(shape[0]) is not int or shape[0] != n:
+            return None
+    elif not (
+        len(shape) == 2
+        and type(shape[0]) is int
+        and shape[0] == n
+        and type(shape[1]) is int
+        and shape[1] == 1
+    ):
         return None
-    if type(shape[0]) is not int or shape[0] != len(data) or (rows != -1 and len(data) != rows):
+    if rows != -1 and n != rows:
         return None
     for value in data:
         if type(value) is not float and value is not None:  # JSON floats are finite (decode_json)

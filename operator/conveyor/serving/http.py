@@ -12,6 +12,7 @@ answers. Handlers are `async (Request) -> Response`; what a failure answers is t
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import signal
 from collections import deque
@@ -131,6 +132,14 @@ async def _until_signalled(service: Service, host: str, port: int, reuse_port: b
     finally:
         listening.close()
         await service.stop()
+
+
+@functools.lru_cache(maxsize=64)
+def _head_start(status: int, content_type: str) -> bytes:
+    """A response's status line and Content-Type header (a handful of distinct pairs)."""
+    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n".encode(
+        "latin-1"
+    )
 
 
 class Server:
@@ -268,15 +277,13 @@ class Connection(asyncio.Protocol):
     def _send(self, request: Request, response: Response, close: bool) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        lines = [
-            f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-        ]
+        lines = [f"Content-Length: {len(response.body)}"]
         lines.extend(f"{k}: {v}" for k, v in (response.headers or {}).items())
         if close:
             lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = _head_start(response.status, response.content_type) + ("\r\n".join(lines) + "\r\n\r\n").encode(
+            "latin-1"
+        )
         self.transport.write(head if request.method == "HEAD" else head + response.body)
         if close:
             self.closing = True
