@@ -64,7 +64,7 @@ class ProcessLauncher:
         return {**self.ended, **{n: a.status for n, a in self.running.items()}}
 
     async def launch(self, stage: Stage, inv: StageInvocation, now: datetime) -> StageStatus:
-        if stage.uses is not None and not await self._warm(stage.name, stage.uses):
+        if stage.uses is not None and not await self._warm(stage.name, inv):
             return StageStatus(
                 name=stage.name, phase=StagePhase.PENDING, message="not started: the run stops"
             )
@@ -72,12 +72,12 @@ class ProcessLauncher:
         st = StageStatus(name=stage.name, phase=StagePhase.RUNNING, start_time=now, cache_key=inv.cache_key)
         return self._attempt(stage, inv, st).status
 
-    async def _warm(self, stage: str, uses: str) -> bool:
-        """The fork server ready to fork `uses` (False: the run was asked to stop)."""
-        if self.starter.is_warm(uses):
+    async def _warm(self, stage: str, inv: StageInvocation) -> bool:
+        """The fork server ready to fork the stage warm (False: the run was asked to stop)."""
+        if self.starter.is_warm(inv):
             return True
         self.on_progress(f"warming up the fork server (it imports pandas and scikit-learn once) for {stage}")
-        return await self.starter.warm_up(uses, self.stopping)
+        return await self.starter.warm_up(inv, self.stopping)
 
     async def stop(self, stage: str) -> None:
         attempt = self.running.pop(stage, None)

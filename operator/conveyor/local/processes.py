@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.contract import INVOCATION_ENV, TERMINATION_LOG_ENV
-from conveyor.local.forkserver import ForkServer, ForkServerGone
+from conveyor.local.forkserver import ForkServer, ForkServerGone, needs
 
 if TYPE_CHECKING:  # this module is imported before pydantic and asyncio are (`start_early`)
     import asyncio
@@ -138,16 +138,17 @@ class ProcessStarter:
             return
         self._server()
 
-    def is_warm(self, uses: str) -> bool:
-        """Whether a built-in stage `uses` starts now: exec'd, or its imports done in the server."""
-        return self.mode != "fork" or (self.server is not None and self.server.is_ready(uses))
+    def is_warm(self, inv: StageInvocation) -> bool:
+        """Whether a built-in stage starts now: exec'd, or its imports done in the server."""
+        return self.mode != "fork" or (self.server is not None and self.server.is_ready(needs(inv)))
 
-    async def warm_up(self, uses: str, stopping: asyncio.Event) -> bool:
+    async def warm_up(self, inv: StageInvocation, stopping: asyncio.Event) -> bool:
         """Wait until the fork server has imported what `uses` needs (pandas for the first
         stages, scikit-learn for the next: seconds) without blocking the event loop; False when
         `stopping` is set first. An ended server is left to `start_builtin` to report."""
-        if self.is_warm(uses):
+        if self.is_warm(inv):
             return True
+        uses = needs(inv)
         import asyncio
 
         server, loop = self._server(), asyncio.get_running_loop()
@@ -175,7 +176,7 @@ class ProcessStarter:
             args = [inv.to_json(), str(files.log), str(files.termination), dict(os.environ)]
             server = self._server()
             try:
-                return _Forked(server, server.fork(inv.uses, args))
+                return _Forked(server, server.fork(needs(inv), args))
             except ForkServerGone as err:
                 return _NotStarted(files, str(err))
         return self._popen([sys.executable, "-m", "conveyor", "stage"], inv, files, {})

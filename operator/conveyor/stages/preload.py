@@ -2,7 +2,9 @@
 phases, and forks each stage from itself, so a stage starts warm.
 
 A stage is forked as soon as its phase is imported, not once everything is: ingest and validate
-need pandas, transform scikit-learn and skops, train also skl2onnx and onnxruntime. The server
+need pandas (an ingest of a bundled scikit-learn dataset also `sklearn.datasets`: rather than
+import scikit-learn a second time beside the server, it waits for it), transform scikit-learn and
+skops, train also skl2onnx and onnxruntime. The server
 goes on importing the later phases while the first stages run, so their imports are off the
 run's critical path. It checks for requests between one module's import and the next: a forked
 stage never sees a half-imported module.
@@ -36,6 +38,7 @@ from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ALL = "*"  # what the server says when every phase is imported
+SKLEARN_INGEST = "ingest sklearn://"  # an ingest stage loading a bundled scikit-learn dataset
 
 # (the stages a phase makes ready, the modules it imports in order), each phase after the last
 PHASES: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
@@ -46,12 +49,12 @@ PHASES: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
             *("conveyor.stages.ingest", "conveyor.stages.validate"),
         ),
     ),
+    ((SKLEARN_INGEST,), ("scipy.sparse", "scipy.special", "scipy.stats", "sklearn.base", "sklearn.datasets")),
     (
         ("transform",),
         (
-            *("scipy.sparse", "scipy.special", "scipy.stats", "sklearn.base", "sklearn.utils._testing"),
-            *("skops.io", "sklearn.compose", "sklearn.impute", "sklearn.pipeline", "sklearn.preprocessing"),
-            *("sklearn.model_selection", "sklearn.datasets", "conveyor.stages.transform"),
+            *("sklearn.utils._testing", "skops.io", "sklearn.compose", "sklearn.impute", "sklearn.pipeline"),
+            *("sklearn.preprocessing", "sklearn.model_selection", "conveyor.stages.transform"),
         ),
     ),
     (
