@@ -84,17 +84,17 @@ def _matrix_graph(model: Any, features: list[str]) -> Any:
     from sklearn.compose import ColumnTransformer
 
     position = {f: i for i, f in enumerate(features)}
-    twin = copy.deepcopy(model)
-    for _, step in getattr(twin, "steps", []):
-        if isinstance(step, ColumnTransformer):
-            step.transformers_ = [
-                (name, fitted, [position[c] for c in cols] if _names(cols) else cols)
-                for name, fitted, cols in step.transformers_
-            ]
     try:
+        twin = copy.deepcopy(model)
+        for _, step in getattr(twin, "steps", []):
+            if isinstance(step, ColumnTransformer):
+                step.transformers_ = [
+                    (name, fitted, [position[c] for c in cols] if _names(cols) else cols)
+                    for name, fitted, cols in step.transformers_
+                ]
         inputs = [(onnxfile.MATRIX, FloatTensorType([None, len(features)]))]
         return to_onnx(twin, initial_types=inputs, target_opset=OPSET, options=_options(twin))
-    except Exception:  # any converter failure: the per-feature inputs instead
+    except Exception:  # a column it cannot place, any converter failure: one input per feature
         return None
 
 
