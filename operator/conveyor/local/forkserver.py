@@ -17,19 +17,9 @@ import threading
 import time
 from typing import Any
 
-from conveyor.stages.preload import ALL, SKLEARN_INGEST
+from conveyor.stages.preload import ALL
 
 KILLED = -9  # the exit code of a stage whose server died (it died with it, by SIGKILL)
-
-
-def needs(inv: Any) -> str:
-    """The phase a built-in stage's invocation waits for: its own (`preload.PHASES`), but an
-    ingest of a bundled scikit-learn dataset waits for scikit-learn rather than import it a
-    second time beside the server, on the same cores."""
-    source = inv.options.get("source")
-    if inv.uses == "ingest" and isinstance(source, str) and source.startswith("sklearn://"):
-        return SKLEARN_INGEST
-    return str(inv.uses)
 
 
 class ForkServerGone(RuntimeError):

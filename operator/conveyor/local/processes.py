@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.contract import INVOCATION_ENV, TERMINATION_LOG_ENV
-from conveyor.local.forkserver import ForkServer, ForkServerGone, needs
+from conveyor.local.forkserver import ForkServer, ForkServerGone
+from conveyor.stages.preload import needs
 
 if TYPE_CHECKING:  # this module is imported before pydantic and asyncio are (`start_early`)
     import asyncio

@@ -67,6 +67,17 @@ PHASES: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("evaluate", "predict"), ("conveyor.stages.evaluate", "conveyor.stages.predict")),
 ]
 
+
+def needs(inv: Any) -> str:
+    """The phase a built-in stage's invocation waits for: its own (in `PHASES`), but an
+    ingest of a bundled scikit-learn dataset waits for scikit-learn rather than import it a
+    second time beside the server, on the same cores."""
+    source = inv.options.get("source")
+    if inv.uses == "ingest" and isinstance(source, str) and source.startswith("sklearn://"):
+        return SKLEARN_INGEST
+    return str(inv.uses)
+
+
 SERVER_PID = os.getpid()  # in the server and its forks: the parent every stage checks it has
 
 

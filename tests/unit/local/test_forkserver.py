@@ -43,8 +43,8 @@ def files(tmp_path: Path, name: str) -> StageFiles:
     return StageFiles(log=tmp_path / f"{name}.log", termination=tmp_path / f"{name}.termination")
 
 
-def child_args(inv: StageInvocation, f: StageFiles) -> list[Any]:
-    return [inv.to_json(), str(f.log), str(f.termination), dict(os.environ)]
+def child_args(inv: StageInvocation, f: StageFiles, env: dict[str, str] | None = None) -> list[Any]:
+    return [inv.to_json(), str(f.log), str(f.termination), env or dict(os.environ)]
 
 
 def gone(pid: int, seconds: float) -> bool:
@@ -68,6 +68,7 @@ def server() -> Any:
 
 def test_phases_come_ready_in_order_and_a_stage_forks_at_its_own(server: ForkServer, tmp_path: Path) -> None:
     assert server.wait_ready("ingest", 120)
+    assert ALL not in server.ready  # ingest is ready seconds before scikit-learn is imported
     inv = invocation(tmp_path, "ingest", {"source": "sklearn://iris"})
     pid = server.fork("ingest", child_args(inv, files(tmp_path, "ingest")))
     assert server.wait(pid, 120) == 0, (tmp_path / "ingest.log").read_text()
@@ -88,7 +89,7 @@ def test_stages_die_with_the_server(server: ForkServer, tmp_path: Path) -> None:
     inv = invocation(tmp_path, "ingest", {"source": "s3://bucket/data.csv"})
     f = files(tmp_path, "ingest")
     assert server.wait_ready("ingest", 120)
-    pid = server.fork("ingest", [inv.to_json(), str(f.log), str(f.termination), env])
+    pid = server.fork("ingest", child_args(inv, f, env))
     time.sleep(1)
     assert server.exit_code(pid) is None, f.log.read_text()  # waiting for S3's answer
     server.process.send_signal(signal.SIGKILL)
