@@ -11,23 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from conveyor.errors import NotFound, UserError
-from conveyor.serving.batcher import Batcher
+from conveyor.errors import NotFound
+from conveyor.serving.batcher import Batcher, Waiter
+from conveyor.serving.failures import error_response
 from conveyor.serving.fastpath import plain_v2_rows
 from conveyor.serving.http import (
-    MAX_HEAD_BYTES,
     HttpError,
     Request,
+    Respond,
     Response,
     Router,
     Server,
@@ -58,14 +58,8 @@ from conveyor.serving.quality import QualityMonitor, new_request_id, prediction_
 __all__ = ["Batcher", "InferenceServer", "ServeOptions", "serve", "v2_rows"]
 
 log = logging.getLogger("conveyor.serving")
-ROUTES = (
-    "/v2[/], /v2/health/{live,ready}, /v2/models/{name}[/versions/{version}][/ready|/infer|/feedback], "
-    "/predict, /feedback, /metrics"
-)
 BINARY_HEADER = "inference-header-content-length"  # as the headers are kept: lower case
-MAX_HEAD_KIB = MAX_HEAD_BYTES >> 10
 ENDPOINTS = frozenset({"predict", "infer", "feedback"})  # the counted ones
-REQUEST_ID = re.compile(r"[\w.-]{1,64}")
 
 
 @dataclass
@@ -94,43 +88,62 @@ class InferenceServer:
             model.name, model.version, model.classes, options.feedback_window, options.quality_window
         )
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="predict")
-        self.batcher = (
-            Batcher(
-                model,
-                self.pool,
-                options.max_batch_size,
-                options.max_latency_ms / 1000,
-                inline=model.backend == "onnx",
-                observe=monitor.observe,
-            )
-            if options.batching
-            else None
+        self.batcher = Batcher(  # without batching, one request per predict call
+            model,
+            self.pool,
+            options.max_batch_size if options.batching else 1,
+            options.max_latency_ms / 1000 if options.batching else 0.0,
+            inline=model.backend == "onnx",
+            observe=self._observe,
         )
         self.output_datatype = output_datatype(model.classes)
         self.ready = False
         self.routes = self.router()
         self._tasks: list[asyncio.Task[None]] = []
+        self._answering: set[asyncio.Task[None]] = set()  # the requests of async handlers
         self.http: Server | None = None
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._predictions: dict[str, Any] = {}  # class -> its PREDICTIONS child
 
     def router(self) -> Router:
         routes = Router()
+        """Routes to handlers `(request, finish)`: inference answers by callback when its batch
+        is predicted; the others are coroutines, awaited in a task (`_later`)."""
+        routes = Router()
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-            routes.add("GET", prefix, self.model_metadata)
-            routes.add("GET", prefix + "/ready", self.model_ready)
+            routes.add("GET", prefix, self._later(self.model_metadata))
+            routes.add("GET", prefix + "/ready", self._later(self.model_ready))
             routes.add("POST", prefix + "/infer", self.infer)
-            routes.add("POST", prefix + "/feedback", self.feedback)
+            routes.add("POST", prefix + "/feedback", self._later(self.feedback))
         for path in ("/v2/health/live", "/healthz"):
-            routes.add("GET", path, self.live)
+            routes.add("GET", path, self._later(self.live))
         for path in ("/v2/health/ready", "/readyz"):
-            routes.add("GET", path, self.readyz)
+            routes.add("GET", path, self._later(self.readyz))
         for path in ("/v2", "/v2/"):  # "/v2/": the path in the official OpenAPI file
-            routes.add("GET", path, self.server_metadata)
+            routes.add("GET", path, self._later(self.server_metadata))
         routes.add("POST", "/predict", self.predict)
-        routes.add("POST", "/feedback", self.feedback)
-        routes.add("GET", "/metrics", self.metrics)
+        routes.add("POST", "/feedback", self._later(self.feedback))
+        routes.add("GET", "/metrics", self._later(self.metrics))
         return routes
+
+    def _later(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request, Respond], None]:
+        """A coroutine handler as a `(request, finish)` one: awaited in a task of its own."""
+
+        def start(request: Request, finish: Respond) -> None:
+            task = asyncio.ensure_future(self._await(handler, request, finish))
+            self._answering.add(task)  # held: the loop keeps only weak references to tasks
+            task.add_done_callback(self._answering.discard)
+
+        return start
+
+    async def _await(
+        self, handler: Callable[[Request], Awaitable[Response]], request: Request, finish: Respond
+    ) -> None:
+        try:
+            response = await handler(request)
+        except Exception as err:  # HttpError too: every failure answers JSON
+            response = self._error_response(request, err)
+        finish(response)
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> asyncio.Server:
         """Listen on host:port, start the drift loop (and the batcher), and say ready."""
@@ -138,8 +151,6 @@ class InferenceServer:
         listening = await self.http.start(host, port, reuse_port)
         REQUESTS.labels(self.model.name, "predict", "200")  # expose the series from the start
         self._tasks = [asyncio.create_task(self._drift_loop())]
-        if self.batcher is not None:
-            self._tasks.append(asyncio.create_task(self.batcher.run()))
         MODEL_BACKEND.labels(self.model.name, self.model.version, self.model.backend).set(1)
         self.ready = True
         return listening
@@ -148,7 +159,7 @@ class InferenceServer:
         self.ready = False
         if self.http is not None:
             self.http.close()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._answering, *self.batcher.dispatching]:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -173,15 +184,19 @@ class InferenceServer:
             await loop.run_in_executor(None, self.quality.compute)
 
     # routing, errors and counting --------------------------------------------------------------
-    async def handle(self, request: Request) -> Response:
+    def handle(self, request: Request, respond: Respond) -> None:
+        """Answer `request` through `respond`, once: now, or when its handler finishes."""
         started = time.perf_counter()
+
+        def finish(response: Response) -> None:
+            self._count(request.path, response.status, time.perf_counter() - started)
+            respond(response)
+
         try:
             handler, request.params = self.routes.resolve(request.method, request.path)
-            response = await handler(request)
+            handler(request, finish)  # raises only before it hands the request on
         except Exception as err:  # HttpError too: every failure answers JSON
-            response = self._error_response(request, err)
-        self._count(request.path, response.status, time.perf_counter() - started)
-        return response
+            finish(self._error_response(request, err))
 
     def reject(self, request: Request, err: HttpError) -> Response:
         """The counted answer to a request not read to its end (too large, too slow, not HTTP)."""
@@ -206,49 +221,7 @@ class InferenceServer:
             children[1].observe(seconds)
 
     def _error_response(self, request: Request, err: Exception) -> Response:
-        """One place maps errors to statuses: 400, 404, 405, 408, 413, other 4xx, else 500."""
-        if isinstance(err, UserError):
-            return _json_error(str(err), 400)
-        if isinstance(err, NotFound):
-            return _json_error(str(err), 404)
-        if isinstance(err, HttpError):
-            return self._http_error(request, err)
-        given = request.headers.get("x-request-id", "")
-        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        log.error("request %s: %s %s failed", request_id, request.method, request.path, exc_info=err)
-        return json_response(
-            {
-                "error": f"internal error (request id {request_id}); the server logged its cause: "
-                "report the id to the model's operators",
-                "request_id": request_id,
-            },
-            status=500,
-            headers={"X-Request-Id": request_id},
-        )
-
-    def _http_error(self, request: Request, err: HttpError) -> Response:
-        if err.status == 413:
-            limit = self.options.max_body_bytes
-            return _json_error(f"the body is over {limit} bytes; send fewer rows per request", 413)
-        if err.status == 408:
-            response = _json_error(
-                f"the request body did not arrive within {self.options.body_timeout:g} s; "
-                "send the whole body at once, or fewer rows per request",
-                408,
-            )
-            response.close = True  # the rest of the body may never come: do not wait for it
-            return response
-        if err.status == 405:
-            allow = ", ".join(err.allow)
-            message = f"{request.method} is not allowed on {request.path}; use {allow}"
-            return _json_error(message, 405, {"Allow": allow})
-        if err.status == 404:
-            return _json_error(f"no route {request.path}; the routes are {ROUTES}", 404)
-        if err.status == 431:
-            return _json_error(f"the request's headers are over {MAX_HEAD_KIB} KiB; send fewer", 431)
-        if err.status == 400:
-            return _json_error("the request is not valid HTTP/1.1; send a well-formed request", 400)
-        return _json_error(str(err), err.status)
+        return error_response(request, err, self.options.max_body_bytes, self.options.body_timeout)
 
     # health and metadata -----------------------------------------------------------------------
     async def live(self, request: Request) -> Response:
@@ -309,21 +282,24 @@ class InferenceServer:
             )
         return decode_json(request.body)
 
-    async def predict(self, request: Request) -> Response:
+    def predict(self, request: Request, finish: Respond) -> None:
         rows = parse_predict(self._json(request))
         request_id = new_request_id()
-        preds = await self._run(rows, request_id)
-        return json_response(
-            {
-                "predictions": preds,
-                "ids": prediction_ids(request_id, len(preds)),
-                "id": request_id,
-                "model": self.model.name,
-                "version": self.model.version,
-            }
-        )
 
-    async def infer(self, request: Request) -> Response:
+        def reply(preds: list[Any]) -> Response:
+            return json_response(
+                {
+                    "predictions": preds,
+                    "ids": prediction_ids(request_id, len(preds)),
+                    "id": request_id,
+                    "model": self.model.name,
+                    "version": self.model.version,
+                }
+            )
+
+        self._submit(request, rows, request_id, reply, finish)
+
+    def infer(self, request: Request, finish: Respond) -> None:
         self._check_name(request)
         # The common request, read by orjson alone: one that the fast path accepts is valid UTF-8,
         # three levels deep and has every feature once, each a float or null (what `validate`
@@ -335,16 +311,19 @@ class InferenceServer:
         else:
             rows, given = plain
         request_id = given or new_request_id()  # the client's, else one of ours: always one
-        preds = await self._run(rows, request_id, checked=plain is not None)
-        out: dict[str, Any] = {
-            "id": request_id,
-            "model_name": self.model.name,
-            "model_version": self.model.version,
-            "outputs": [
-                {"name": OUTPUT, "shape": [len(preds)], "datatype": self.output_datatype, "data": preds}
-            ],
-        }
-        return json_response(out)
+
+        def reply(preds: list[Any]) -> Response:
+            output = {"name": OUTPUT, "shape": [len(preds)], "datatype": self.output_datatype, "data": preds}
+            return json_response(
+                {
+                    "id": request_id,
+                    "model_name": self.model.name,
+                    "model_version": self.model.version,
+                    "outputs": [output],
+                }
+            )
+
+        self._submit(request, rows, request_id, reply, finish, checked=plain is not None)
 
     async def feedback(self, request: Request) -> Response:
         """Labels for earlier predictions, by id: the accepted count, the unknown ids (never
@@ -362,9 +341,17 @@ class InferenceServer:
             }
         )
 
-    async def _run(self, rows: list[dict[str, Any]], request_id: str, checked: bool = False) -> list[Any]:
-        """Predictions for rows (`checked`: known to pass `validate`); they join the drift
-        window (per batch, by the batcher) and the feedback window."""
+    def _submit(
+        self,
+        request: Request,
+        rows: list[dict[str, Any]],
+        request_id: str,
+        reply: Callable[[list[Any]], Response],
+        finish: Respond,
+        checked: bool = False,
+    ) -> None:
+        """Predict rows (`checked`: known to pass `validate`) in the next batch, then finish
+        with `reply(predictions)`, or with the error that failed them."""
         if not rows:
             raise BadInput("no rows: send at least one instance")
         if len(rows) > self.options.max_rows:
@@ -373,28 +360,37 @@ class InferenceServer:
             )
         if not checked:
             self.model.validate(rows)
-        if self.batcher is not None:
-            preds = await self.batcher.predict(rows)
-        else:
-            preds = await asyncio.get_running_loop().run_in_executor(self.pool, self.model.predict, rows)
-            self.monitor.observe(rows, preds)
-        self.quality.observe(prediction_ids(request_id, len(preds)), preds)
-        if self.model.classes:
-            for label in map(str, preds):
-                counter = self._predictions.get(label)
-                if counter is None:
-                    counter = PREDICTIONS.labels(self.model.name, self.model.version, label)
-                    self._predictions[label] = counter
-                counter.inc()
-        else:
+
+        def done(preds: list[Any] | None, err: Exception | None) -> None:
+            try:
+                if err is not None:
+                    raise err
+                response = reply(preds or [])
+            except Exception as failure:
+                response = self._error_response(request, failure)
+            finish(response)
+
+        self.batcher.submit(rows, request_id, done)
+
+    def _observe(self, rows: list[dict[str, Any]], preds: list[Any], batch: list[Waiter]) -> None:
+        """A predicted batch joins the drift window and the feedback window (each prediction
+        by its id), and the prediction counts."""
+        self.monitor.observe(rows, preds)
+        ids: list[str] = []
+        for waiter in batch:
+            ids.extend(prediction_ids(waiter.request_id, len(waiter.rows)))
+        self.quality.observe(ids, preds)
+        if not self.model.classes:
             PREDICTIONS.labels(self.model.name, self.model.version, "").inc(len(preds))
-        return preds
+            return
+        for label, count in Counter(map(str, preds)).items():
+            counter = self._predictions.get(label)
+            if counter is None:
+                counter = PREDICTIONS.labels(self.model.name, self.model.version, label)
+                self._predictions[label] = counter
+            counter.inc(count)
 
 
 def serve(server: InferenceServer, host: str, port: int, reuse_port: bool = False) -> None:
     """Serve until SIGINT or SIGTERM (on uvloop when it is installed)."""
     run_until_signalled(server, host, port, reuse_port)
-
-
-def _json_error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    return json_response({"error": message}, status=status, headers=headers)

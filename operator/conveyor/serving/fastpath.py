@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 INPUT_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
+VALUE_TYPES = frozenset({float, type(None)})
 
 
 def plain_v2_rows(body: Any, features: list[str]) -> tuple[list[dict[str, Any]], str | None] | None:
@@ -23,50 +24,37 @@ def plain_v2_rows(body: Any, features: list[str]) -> tuple[list[dict[str, Any]],
         return None
     if type(inputs) is not list or len(inputs) != len(features):
         return None
-    columns: dict[str, list[Any]] = {}
+    names: list[str] = []
+    columns: list[list[Any]] = []
     rows = -1
-    for inp in inputs:
-        data = _plain_column(inp, rows)
-        if data is None:
+    for inp in inputs:  # one loop, no call per input: this runs for every request
+        if type(inp) is not dict:
             return None
-        rows = len(data)
-        columns[inp["name"]] = data
-    if rows == 0 or len(columns) != len(features) or not all(f in columns for f in features):
-        return None
+        name, shape, data = inp.get("name"), inp.get("shape"), inp.get("data")
+        if inp.get("datatype") != "FP64" or type(name) is not str or type(data) is not list:
+            return None
+        # With name, shape, datatype and data present, four keys are exactly those: no parameters.
+        if len(inp) != 4 and not (INPUT_KEYS.issuperset(inp) and _flat(inp.get("parameters"))):
+            return None
+        n = len(data)
+        if rows == -1:
+            rows = n
+        if n != rows or type(shape) is not list or type(shape[0] if shape else None) is not int:
+            return None
+        if shape[0] != n or not (len(shape) == 1 or (shape[1:] == [1] and type(shape[1]) is int)):
+            return None  # the shape is [n] or [n, 1], of ints (not bools, not floats)
+        names.append(name)
+        columns.append(data)
+    if rows <= 0 or not VALUE_TYPES.issuperset(map(type, [v for data in columns for v in data])):
+        return None  # JSON floats are finite (decode_json), so a float here is a valid value
+    if names != features:  # named in another order (or not each once)
+        by_name = dict(zip(names, columns, strict=True))
+        if len(by_name) != len(features) or by_name.keys() != set(features):
+            return None
+        columns = [by_name[f] for f in features]
     if rows == 1:
-        return [{f: columns[f][0] for f in features}], request_id
-    values = [columns[f] for f in features]
-    return [dict(zip(features, row, strict=True)) for row in zip(*values, strict=True)], request_id
-
-
-def _plain_column(inp: Any, rows: int) -> list[Any] | None:
-    """The data of one plain input (of `rows` values, unless `rows` is -1), else None."""
-    if type(inp) is not dict or inp.get("datatype") != "FP64":
-        return None
-    name, shape, data = inp.get("name"), inp.get("shape"), inp.get("data")
-    if type(name) is not str or not name or type(data) is not list or type(shape) is not list:
-        return None
-    # With name, shape, datatype and data present, four keys are exactly those: no parameters.
-    if len(inp) != 4 and not (INPUT_KEYS.issuperset(inp) and _flat(inp.get("parameters"))):
-        return None
-    n = len(data)
-    if len(shape) == 1:
-        if type(shape[0]) is not int or shape[0] != n:
-            return None
-    elif not (
-        len(shape) == 2
-        and type(shape[0]) is int
-        and shape[0] == n
-        and type(shape[1]) is int
-        and shape[1] == 1
-    ):
-        return None
-    if rows != -1 and n != rows:
-        return None
-    for value in data:
-        if type(value) is not float and value is not None:  # JSON floats are finite (decode_json)
-            return None
-    return data
+        return [dict(zip(features, [data[0] for data in columns], strict=True))], request_id
+    return [dict(zip(features, row, strict=True)) for row in zip(*columns, strict=True)], request_id
 
 
 SCALARS = (str, int, float, bool)

@@ -5,7 +5,9 @@ server's start-up (its client module builds TLS contexts from the CA bundle at i
 request machinery more CPU per request than the prediction. A model server needs little of it:
 routes by method and path, a body with a size limit (413) and a time limit (408, then the
 connection is closed), keep-alive and pipelining in order, `Expect: 100-continue`, and JSON
-answers. Handlers are `async (Request) -> Response`; what a failure answers is the caller's
+answers. The application answers a request by calling `respond` once, at once or later
+(`Handle`): the common request is answered by a callback in the turn of the event loop that
+predicted it, with no task per request. What a failure answers is the application's
 (`Server.reject`), so every error keeps one wording and one count.
 """
 
@@ -16,7 +18,7 @@ import functools
 import re
 import signal
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol, cast
@@ -60,7 +62,9 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
     return Response(status, orjson.dumps(value), headers)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Respond = Callable[[Response], None]
+Handle = Callable[[Request, Respond], None]  # the application: calls respond once, now or later
+Handler = Callable[..., Any]  # what a route leads to: the application's
 
 
 class Router:
@@ -148,7 +152,7 @@ class Server:
 
     def __init__(
         self,
-        handle: Handler,
+        handle: Handle,
         reject: Callable[[Request, HttpError], Response],
         max_body_bytes: int,
         body_timeout: float,
@@ -190,8 +194,9 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.pending: deque[tuple[Request, bool]] = deque()  # (request, keep-alive)
-        self.busy = False
-        self.task: asyncio.Future[None] | None = None  # answering the pending requests
+        self.busy = False  # from a request's hand-over to the application to its last answer
+        self.waiting = False  # the application has the first pending request
+        self.answering = False  # within `Server.handle`
         self.closing = False
         self.reading = False  # between a request's first byte and its end
         self.deadline: float | None = None  # when `on_deadline` is due (Server._tick)
@@ -261,18 +266,32 @@ class Connection(asyncio.Protocol):
         request = self._request(b"".join(self.body))
         self.pending.append((request, self.parser.should_keep_alive()))
         if not self.busy:
-            self.busy = True
-            self.task = asyncio.ensure_future(self._answer())
+            self._answer()
 
     # answering ---------------------------------------------------------------------------------
-    async def _answer(self) -> None:
-        while self.pending and not self.closing:
-            request, keep_alive = self.pending.popleft()
-            response = await self.server.handle(request)
-            self._send(request, response, close=response.close or not keep_alive)
+    def _answer(self) -> None:
+        """Hand the pending requests to the application in order, one at a time: the next
+        once the last is answered (pipelined requests are answered in the order they came)."""
+        self.busy = True
+        while self.pending and not self.closing and not self.waiting:
+            self.waiting = True
+            self.answering = True  # a `respond` within `handle` leaves the looping to this one
+            self.server.handle(self.pending[0][0], self._respond)
+            self.answering = False
+        if self.waiting and not self.closing:
+            return
         self.busy = False
         if not self.closing and not self.reading:  # a request being read keeps its own timer
             self._arm(IDLE_TIMEOUT, self._idle)
+
+    def _respond(self, response: Response) -> None:
+        if not self.waiting:  # a second answer to one request: the first one stands
+            return
+        request, keep_alive = self.pending.popleft()
+        self.waiting = False
+        self._send(request, response, close=response.close or not keep_alive)
+        if not self.answering:
+            self._answer()
 
     def _send(self, request: Request, response: Response, close: bool) -> None:
         if self.transport is None or self.transport.is_closing():

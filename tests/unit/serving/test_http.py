@@ -12,12 +12,19 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from conveyor.serving.http import MAX_HEAD_BYTES, HttpError, Request, Response, Router, Server, json_response
+from conveyor.serving.http import (
+    MAX_HEAD_BYTES,
+    HttpError,
+    Request,
+    Respond,
+    Response,
+    Router,
+    Server,
+    json_response,
+)
 
 
-async def echo(request: Request) -> Response:
-    if request.params.get("name") == "slow":
-        await asyncio.sleep(0.05)  # answered later than the request after it arrived
+def echo(request: Request) -> Response:
     return json_response(
         {
             "method": request.method,
@@ -46,12 +53,18 @@ async def port() -> AsyncIterator[int]:
     router.add("GET", "/items/{name}", echo)
     router.add("POST", "/items/{name}", echo)
 
-    async def handle(request: Request) -> Response:
+    def handle(request: Request, respond: Respond) -> None:
+        """Answers at once, as the model server answers an error; `/items/slow` later than the
+        request after it arrives, as it answers a prediction."""
         try:
             handler, request.params = router.resolve(request.method, request.path)
         except HttpError as err:
-            return reject(request, err)
-        return await handler(request)
+            respond(reject(request, err))
+            return
+        if request.params.get("name") == "slow":
+            asyncio.get_running_loop().call_later(0.05, lambda: respond(handler(request)))
+        else:
+            respond(handler(request))
 
     server = Server(handle, reject, max_body_bytes=100, body_timeout=0.3)
     listening = await server.start("127.0.0.1", 0)
