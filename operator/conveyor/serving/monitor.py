@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -78,12 +79,16 @@ BATCH_SIZE = Histogram(
 log = logging.getLogger("conveyor.serving")
 PREDICTION = "__prediction__"
 DEFAULT_WINDOW_BYTES = 32 << 20  # 32 MiB: ~130,000 rows of 30 numeric features
+Encoded = tuple[np.ndarray, dict[str, np.ndarray]]  # (numeric features [rows, k], other columns)
 
 
 class DriftWindow:
-    """The last `capacity` rows of each profiled column, one ring buffer per column, written
-    at one shared position. `capacity` is `rows`, or fewer if `rows` would take more than
-    `max_bytes`. The order inside the buffer is not kept: no statistic depends on it."""
+    """The last `capacity` rows of each profiled column, written at one shared position: the
+    numeric features in one [capacity, features] float64 ring (a batch is one write), every
+    other column (categories, the prediction) in a ring of its own. `arrays` has each column
+    (the numeric ones as views of the matrix). `capacity` is `rows`, or fewer if `rows` would
+    take more than `max_bytes`. The order inside the buffer is not kept: no statistic depends
+    on it."""
 
     def __init__(self, columns: dict[str, dict[str, Any]], rows: int, max_bytes: int) -> None:
         self.columns = columns  # name -> profile
@@ -97,35 +102,43 @@ class DriftWindow:
                 row_bytes,
                 max_bytes,
             )
-        self.arrays = {f: np.empty(self.capacity, window_dtype(p)) for f, p in columns.items()}
         self.numeric = [f for f, p in columns.items() if f != PREDICTION and p.get("kind") == "numeric"]
+        self.others = [f for f in columns if f not in self.numeric]
+        self.row_of = itemgetter(*self.numeric) if len(self.numeric) > 1 else None
+        self.matrix = np.empty((self.capacity, len(self.numeric)))
+        self.arrays = {f: self.matrix[:, j] for j, f in enumerate(self.numeric)}
+        self.arrays.update({f: np.empty(self.capacity, window_dtype(columns[f])) for f in self.others})
         self.position = 0  # where the next row goes
         self.size = 0  # rows held, up to capacity
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
+        return self.matrix.nbytes + sum(self.arrays[f].nbytes for f in self.others)
 
-    def encode(self, rows: list[dict[str, Any]], predictions: list[Any]) -> dict[str, np.ndarray]:
-        """Each column of a batch of rows (and its predictions) -> what `append` stores: of a
-        batch longer than the window, only its last `capacity` rows. The numeric columns are
-        converted together, in one array (per column only if some value is not a number)."""
+    def encode(self, rows: list[dict[str, Any]], predictions: list[Any]) -> Encoded:
+        """A batch of rows (and its predictions) -> what `append` stores: the numeric features
+        as one [rows, features] array, each other column alone; of a batch longer than the
+        window, only its last `capacity` rows."""
         start = len(rows) - min(len(rows), self.capacity)
         rows, predictions = rows[start:], predictions[start:]
-        out: dict[str, np.ndarray] = {}
+        table = np.empty((len(rows), len(self.numeric)))
         if self.numeric and rows:
-            try:
-                table = np.array([[row.get(f) for f in self.numeric] for row in rows], dtype=float)
-                out = {f: table[:, j] for j, f in enumerate(self.numeric)}
-            except (TypeError, ValueError, OverflowError):
-                pass  # as `drift.encode` does it: NaN for what is not a representable number
-        for name, p in self.columns.items():
-            if name not in out:
-                out[name] = encode(p, predictions if name == PREDICTION else [row.get(name) for row in rows])
-        return out
+            try:  # validated rows have every feature: one C loop picks them (`row_of`)
+                values = list(map(self.row_of, rows)) if self.row_of else [[r[self.numeric[0]]] for r in rows]
+                table = np.array(values, dtype=float).reshape(len(rows), len(self.numeric))
+            except (KeyError, TypeError, ValueError, OverflowError):  # as `drift.encode` does it:
+                for j, f in enumerate(self.numeric):  # NaN for what is not a representable number
+                    table[:, j] = encode(self.columns[f], [row.get(f) for row in rows])
+        others = {
+            name: encode(
+                self.columns[name], predictions if name == PREDICTION else [row.get(name) for row in rows]
+            )
+            for name in self.others
+        }
+        return table, others
 
-    def append(self, encoded: dict[str, np.ndarray], rows: int) -> None:
-        """Store `encode`d columns of a batch of `rows` rows."""
+    def append(self, encoded: Encoded, rows: int) -> None:
+        """Store the `encode`d columns of a batch of `rows` rows."""
         keep = min(rows, self.capacity)
         if keep == 0:
             return
@@ -135,13 +148,16 @@ class DriftWindow:
             if first + keep <= self.capacity
             else (first + np.arange(keep)) % self.capacity
         )
-        for name, array in self.arrays.items():
-            array[at] = encoded[name]
+        table, others = encoded
+        self.matrix[at] = table
+        for name, values in others.items():
+            self.arrays[name][at] = values
         self.position = (self.position + rows) % self.capacity
         self.size = min(self.size + rows, self.capacity)
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """A copy of the rows held (the first `size` slots: they fill from 0 before wrapping)."""
+        """A copy of each column's rows held (the first `size` slots: they fill from 0 before
+        wrapping)."""
         return {name: a[: self.size].copy() for name, a in self.arrays.items()}
 
 

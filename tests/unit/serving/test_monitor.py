@@ -158,8 +158,11 @@ def test_the_window_holds_the_last_rows_appended(batches: list[int]) -> None:
     monitor = DriftMonitor("m", "1", PROFILE, window=5)
     appended: list[float] = []
     for n in batches:
-        batch = [{"x": float(len(appended) + i), "y": 0.0, "colour": "red"} for i in range(n)]
+        batch = [
+            {"x": float(len(appended) + i), "y": -float(len(appended) + i), "colour": "red"} for i in range(n)
+        ]
         appended += [row["x"] for row in batch]
         monitor.observe(batch, [0] * n)
-    held = monitor.window.snapshot()["x"]
-    assert sorted(held.tolist()) == appended[-5:]
+    held = monitor.window.snapshot()
+    assert sorted(held["x"].tolist()) == appended[-5:]
+    assert (held["y"] == -held["x"]).all()  # each slot holds one row's values
