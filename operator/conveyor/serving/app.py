@@ -1,10 +1,11 @@
 """The HTTP layer: decode, delegate, encode. Open Inference Protocol (V2) REST, `/predict`,
-health, `/metrics`. Requests are validated one by one (`protocol`) before they are batched;
-predictions run in one worker thread so the event loop keeps accepting connections; drift is
-computed in the background. Every prediction gets an id (a V2 response's `id`, the `ids` of a
-`/predict` response); labels sent for them (`.../feedback`) feed the live quality gauges.
-Every failure is a JSON `{"error": ...}`; every response to an inference or feedback endpoint
-is counted by code, 5xx included."""
+health, `/metrics`. Requests are validated one by one (`protocol`) before they are batched
+(`batcher`: small ONNX batches in the event loop, the rest in one worker thread) and answered
+by callback when their batch is predicted; drift is computed in the background. Every
+prediction gets an id (a V2 response's `id`, the `ids` of a `/predict` response); labels sent
+for them (`.../feedback`) feed the live quality gauges. Every failure is a JSON
+`{"error": ...}`; every response to an inference or feedback endpoint is counted by code, 5xx
+included."""
 
 from __future__ import annotations
 

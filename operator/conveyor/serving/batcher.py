@@ -60,17 +60,6 @@ class Batcher:
         self.gathered.append(Waiter(rows, request_id, done))
         self._schedule()
 
-    async def predict(self, rows: list[dict[str, Any]], request_id: str = "") -> list[Any]:
-        """`submit`, awaited."""
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-
-        def done(preds: list[Any] | None, err: BaseException | None) -> None:
-            if not fut.done():
-                fut.set_exception(err) if err is not None else fut.set_result(preds or [])
-
-        self.submit(rows, request_id, done)
-        return await fut
-
     def _schedule(self) -> None:
         if self.flush is not None or self.busy or not self.gathered:
             return

@@ -124,11 +124,3 @@ async def test_a_slow_backend_predicts_in_the_thread_one_batch_at_a_time() -> No
     assert model.calls == [[1.0], [2.0, 3.0]]
     assert {t.split("_")[0] for t in model.threads} == {"predict"}
     assert out.got == {"a": ([2.0], None), "b": ([4.0], None), "c": ([6.0], None)}
-
-
-async def test_predict_awaits_the_outcome() -> None:
-    with ThreadPoolExecutor(1) as pool:
-        batcher = Batcher(Model(), pool, max_size=32, max_latency=0.0, inline=True)
-        assert await batcher.predict([{"x": 5.0}]) == [10.0]
-        with pytest.raises(ValueError, match="negative"):
-            await batcher.predict([{"x": -5.0}])
