@@ -281,10 +281,13 @@ def get(url: str) -> bytes:
         return data
 
 
-def start(argv: list[str], port: int, body: bytes, logfile: Path) -> tuple[subprocess.Popen[bytes], float]:
-    """Start a server; seconds from exec to its first successful (200) prediction."""
+def start(
+    argv: list[str], port: int, body: bytes, logfile: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a server (with `env` added to this environment); seconds from exec to its first
+    successful (200) prediction."""
     url = infer_url(port)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     with logfile.open("wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
