@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -58,7 +57,6 @@ from conveyor.serving.quality import QualityMonitor, new_request_id, prediction_
 
 __all__ = ["Batcher", "InferenceServer", "ServeOptions", "serve", "v2_rows"]
 
-log = logging.getLogger("conveyor.serving")
 BINARY_HEADER = "inference-header-content-length"  # as the headers are kept: lower case
 ENDPOINTS = frozenset({"predict", "infer", "feedback"})  # the counted ones
 
@@ -107,7 +105,6 @@ class InferenceServer:
         self._predictions: dict[str, Any] = {}  # class -> its PREDICTIONS child
 
     def router(self) -> Router:
-        routes = Router()
         """Routes to handlers `(request, finish)`: inference answers by callback when its batch
         is predicted; the others are coroutines, awaited in a task (`_later`)."""
         routes = Router()

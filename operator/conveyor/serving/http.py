@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 import signal
 from collections import deque
@@ -26,6 +27,7 @@ from typing import Any, Protocol, cast
 import httptools
 import orjson
 
+log = logging.getLogger("conveyor.serving")
 MAX_HEAD_BYTES = 64 << 10  # request line and headers together
 IDLE_TIMEOUT = 75.0  # seconds a kept-alive connection may wait for its next request
 TICK = 0.1  # seconds between looks at the connections' deadlines (a timer each cost more)
@@ -274,10 +276,16 @@ class Connection(asyncio.Protocol):
         once the last is answered (pipelined requests are answered in the order they came)."""
         self.busy = True
         while self.pending and not self.closing and not self.waiting:
+            request = self.pending[0][0]
             self.waiting = True
             self.answering = True  # a `respond` within `handle` leaves the looping to this one
-            self.server.handle(self.pending[0][0], self._respond)
-            self.answering = False
+            try:
+                self.server.handle(request, self._respond)
+            except Exception:  # the application's own failure: answered as its 500
+                log.exception("answering %s %s failed", request.method, request.path)
+                self._respond(self.server.reject(request, HttpError(500)))
+            finally:
+                self.answering = False
         if self.waiting and not self.closing:
             return
         self.busy = False

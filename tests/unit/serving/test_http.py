@@ -61,6 +61,8 @@ async def port() -> AsyncIterator[int]:
         except HttpError as err:
             respond(reject(request, err))
             return
+        if request.params.get("name") == "boom":
+            raise RuntimeError("the application broke")
         if request.params.get("name") == "slow":
             asyncio.get_running_loop().call_later(0.05, lambda: respond(handler(request)))
         else:
@@ -172,6 +174,13 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection(port: 
         (200, "/echo", "3"),
     ]
     assert all(b"Connection: close" not in head for _, _, head in answers)  # kept alive
+
+
+async def test_an_application_that_fails_to_answer_gets_its_500_and_the_connection_goes_on(
+    port: int,
+) -> None:
+    out = await exchange(port, post("/items/boom", b"1") + post("/echo", b"2"), reads=2)
+    assert [(s, b["path"]) for s, b, _ in bodies(out)] == [(500, "/items/boom"), (200, "/echo")]
 
 
 async def test_a_body_over_the_limit_is_413_by_length_and_by_chunks(port: int) -> None:
