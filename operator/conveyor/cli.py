@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -94,11 +95,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     text, console = summary(record, memo is not None) if not args.output else ("", None)
     if memo is not None:
         memo.end(record, console)
-    return _report(args, record_data(record), text)
+    return _report(args, record_data(record), text, local.stopped_by)
 
 
-def _report(args: argparse.Namespace, data: dict[str, Any], summary: str | None) -> int:
-    """Print a finished run (`data`: its record as `-o json` prints it) and say its exit code."""
+def _report(
+    args: argparse.Namespace, data: dict[str, Any], summary: str | None, stopped_by: int | None = None
+) -> int:
+    """Print a finished run (`data`: its record as `-o json` prints it) and say its exit code:
+    a cancelled run's is 128 + the signal that stopped it, as a shell reports a process that
+    signal ended (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
     if args.output in ("json", "yaml"):
         dump(data, args.output)
     elif args.output == "name":  # for scripts: RUN=$(conveyor run p.yaml -o name)
@@ -106,7 +111,7 @@ def _report(args: argparse.Namespace, data: dict[str, Any], summary: str | None)
     else:
         sys.stdout.write(summary or "")
     if data["phase"] != "Succeeded":
-        return 130 if data["phase"] == "Cancelled" else 1
+        return 128 + (stopped_by or signal.SIGINT) if data["phase"] == "Cancelled" else 1
     model = data.get("model")
     if model is not None and model.get("passed") is False and not args.allow_rejected:
         print(f"the model did not pass: {model['decision']} (exit {EXIT_REJECTED})", file=sys.stderr)

@@ -54,6 +54,7 @@ class LocalRun:
     on_change: Callable[[RunPlan], None] = lambda plan: None
     on_progress: Callable[[str], None] = lambda activity: None  # what it does before stages run
     base_dir: Path | None = None  # relative ingest sources are read from here
+    stopped_by: int | None = field(default=None, init=False)  # the signal that cancelled the run
 
     def __post_init__(self) -> None:
         self.run = self.run or claim_name(self.store, self.namespace, self.pipeline)
@@ -83,7 +84,10 @@ class LocalRun:
         stages and record the run as Interrupted (`guard`)."""
         stopping = Stopping()
         with stopping.installed():
-            return asyncio.run(self._execute(stopping))
+            try:
+                return asyncio.run(self._execute(stopping))
+            finally:
+                self.stopped_by = stopping.signal
 
     async def _execute(self, stopping: Stopping) -> RunRecord:
         stopping.attach(asyncio.get_running_loop())
