@@ -9,7 +9,9 @@ Both the export's parity check and the server build their inputs with `feeds`, s
 checked is what is served. Two layouts: when every feature is numeric, one float32 `[n,
 features]` input named `features` (a matrix: onnxruntime runs it 3-6x faster than thirty
 inputs); otherwise one `[n, 1]` input per feature, in the pipeline's feature order, float32 for
-numeric features (the ONNX-ML Imputer has no double kernel), strings otherwise.
+numeric features (the ONNX-ML Imputer has no double kernel), strings otherwise. A missing string
+(None, NaN, pandas' NA) is fed as `MISSING`, the value the exported graph imputes (skl2onnx
+imputes strings only by a string value, not by NaN); the server refuses that value from clients.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ MEDIA_TYPE = "application/onnx"
 OUTPUT_NAME = "onnx"  # the train stage's output holding model.onnx
 FILENAME = "model.onnx"
 MATRIX = "features"  # the one input of a model whose features are all numeric
+MISSING = "\x00"  # a missing string feature, as the graph's imputer sees it (no client may send it)
 
 
 def is_matrix(inputs: Sequence[str], features: Sequence[str]) -> bool:
@@ -67,6 +70,15 @@ def _number(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
+def _text(v: Any) -> str:
+    """A string feature's value as fed: itself as text, or `MISSING` for None, NaN or NA (the
+    values the pipeline's imputer treats as missing; NA is pandas', known by its type's name so
+    that the server need not import pandas)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NAType":
+        return MISSING
+    return str(v)
+
+
 def feeds(
     inputs: Sequence[str], features: Sequence[str], numeric: set[str], rows: Sequence[dict[str, Any]]
 ) -> dict[str, np.ndarray[Any, Any]]:
@@ -80,8 +92,7 @@ def feeds(
         if f in numeric:
             out[name] = np.array([_number(r[f]) for r in rows], dtype=np.float32).reshape(-1, 1)
         else:
-            values = ["" if r[f] is None else str(r[f]) for r in rows]
-            out[name] = np.array(values, dtype=object).reshape(-1, 1)
+            out[name] = np.array([_text(r[f]) for r in rows], dtype=object).reshape(-1, 1)
     return out
 
 
@@ -101,6 +112,6 @@ def frame_feeds(
             values = column.to_numpy(dtype=np.float64, na_value=math.nan).astype(np.float32)
             out[name] = values.reshape(-1, 1)
         else:
-            texts = ["" if v is None else str(v) for v in column.tolist()]
+            texts = [_text(v) for v in column.tolist()]
             out[name] = np.array(texts, dtype=object).reshape(-1, 1)
     return out

@@ -210,9 +210,11 @@ class ServedModel:
     session: Any = None  # an onnxruntime InferenceSession when backend == "onnx"
     inputs: list[str] = field(default_factory=list)  # the session's input names, in feature order
     labels: dict[Any, Any] = field(init=False, default_factory=dict)  # ONNX label -> class
+    categorical: list[str] = field(init=False, default_factory=list)  # the features not numeric
 
     def __post_init__(self) -> None:
         self.labels = {_plain(c): _plain(c) for c in self.classes}
+        self.categorical = [f for f in self.features if f not in self.numeric]
 
     @property
     def backend(self) -> str:
@@ -312,6 +314,12 @@ class ServedModel:
                 v = row[f]
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
                     raise BadInput(f"instances[{i}].{f} must be a number, got {type(v).__name__}")
+            for f in self.categorical:
+                if row[f] == onnxfile.MISSING:  # what the ONNX graph reads as missing: ambiguous
+                    raise BadInput(
+                        f"instances[{i}].{f} is the NUL character, which is not a category; "
+                        "send null for a missing value"
+                    )
 
     def frame(self, rows: list[dict[str, Any]]) -> Any:
         """Validated rows -> the DataFrame the pipeline was trained on (pandas is imported only

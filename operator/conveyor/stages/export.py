@@ -4,8 +4,12 @@ predicts what the pipeline predicts.
 Parity is checked on held-out rows (the test split the train stage hands on; the training rows
 only when that split is empty), fed as the server feeds them (`artifacts.onnxfile.feeds`: the same
 arrays, built column by column by `frame_feeds`): classifiers must give identical labels, and
-probabilities (or regression outputs) may differ by at most `TOLERANCE` in absolute value (ONNX
-computes in float32). When it holds, `model.onnx` is written as the output `onnx` (its SHA-256
+probabilities (or regression outputs) may differ by at most `TOLERANCE` + `RTOL` * |the
+pipeline's value| (ONNX computes in float32: a regression target in the thousands carries
+~1e-4 of rounding; `onnx_max_abs_diff` records the largest difference either way). A pipeline
+with string features is converted as a copy whose string imputers take `onnxfile.MISSING` for
+missing (skl2onnx imputes strings only by a string value), which is how `feeds` sends a
+missing string. When it holds, `model.onnx` is written as the output `onnx` (its SHA-256
 recorded like every output) with the parity result in its metadata; otherwise nothing extra is
 stored and the reason goes to the stage's log. Either way the metrics say what happened
 (`onnx_exported`, `onnx_parity`, `onnx_max_abs_diff`), and the stage never fails because of the
@@ -26,6 +30,7 @@ from conveyor.artifacts.onnxfile import FILENAME, MEDIA_TYPE, OUTPUT_NAME, frame
 from conveyor.stages.context import StageContext
 
 TOLERANCE = 1e-4
+RTOL = 1e-6  # of the pipeline's own value: float32 keeps ~7 significant digits
 OPSET = 18
 
 
@@ -36,6 +41,7 @@ class Parity:
     data: str  # which rows were compared: "test" or "train"
     max_abs_diff: float
     tolerance: float = TOLERANCE
+    rtol: float = RTOL
     reason: str = ""
 
 
@@ -60,7 +66,8 @@ def convert(model: Any, x: pd.DataFrame, numeric: list[str]) -> bytes:
         sample = x.iloc[:1].copy()
         for c in sample.columns:
             sample[c] = sample[c].astype(np.float32 if c in numeric else object)
-        graph = to_onnx(model, sample, target_opset=OPSET, options=_options(model))
+        twin = _strings_imputed_by_missing(model) if len(numeric) < len(x.columns) else model
+        graph = to_onnx(twin, sample, target_opset=OPSET, options=_options(twin))
     opsets = sorted({(o.domain, o.version) for o in graph.opset_import})  # the matrix graph lists "" twice
     del graph.opset_import[:]
     for domain, version in opsets:
@@ -98,6 +105,35 @@ def _matrix_graph(model: Any, features: list[str]) -> Any:
         return None
 
 
+def _strings_imputed_by_missing(model: Any) -> Any:
+    """A copy of the pipeline whose imputers of strings (NaN as missing, which skl2onnx cannot
+    convert) take `onnxfile.MISSING` for missing: with `feeds` sending a missing string as that
+    value, the copy predicts what the pipeline predicts (the parity check says whether it does)."""
+    import copy
+
+    from sklearn.impute import SimpleImputer
+
+    twin = copy.deepcopy(model)
+    for step in _steps(twin):
+        if isinstance(step, SimpleImputer) and getattr(step, "statistics_", np.empty(0)).dtype == object:
+            missing = step.missing_values
+            if missing is None or (isinstance(missing, float) and np.isnan(missing)):
+                step.missing_values = onnxfile.MISSING
+    return twin
+
+
+def _steps(model: Any) -> list[Any]:
+    """Every estimator inside a pipeline: its steps, a ColumnTransformer's fitted transformers,
+    and theirs."""
+    found = [model]
+    for _, step in getattr(model, "steps", []):
+        found += _steps(step)
+    for _, fitted, _ in getattr(model, "transformers_", []):
+        if not isinstance(fitted, str):  # "drop", "passthrough"
+            found += _steps(fitted)
+    return found
+
+
 def _names(cols: Any) -> bool:
     return isinstance(cols, list) and all(isinstance(c, str) for c in cols)
 
@@ -106,11 +142,14 @@ def _plain(values: Any) -> list[Any]:
     return [v.item() if hasattr(v, "item") else v for v in np.asarray(values).ravel()]
 
 
-def _max_diff(got: Any, want: Any) -> float:
+def _max_diff(got: Any, want: Any) -> tuple[float, bool]:
+    """The largest absolute difference, and whether every one is within the tolerance."""
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     if got.size != want.size:
-        return float("inf")
-    return float(np.max(np.abs(got.reshape(want.shape) - want), initial=0.0))
+        return float("inf"), False
+    diff = np.abs(got.reshape(want.shape) - want)
+    within = bool(np.all(diff <= TOLERANCE + RTOL * np.abs(want)))  # False for NaN too
+    return float(np.max(diff, initial=0.0)), within
 
 
 def check_parity(model: Any, data: bytes, x: pd.DataFrame, numeric: list[str], which: str) -> Parity:
@@ -125,15 +164,17 @@ def check_parity(model: Any, data: bytes, x: pd.DataFrame, numeric: list[str], w
     if hasattr(model, "classes_"):
         got, want = _plain(out[0]), _plain(model.predict(x))
         wrong = sum(g != w for g, w in zip(got, want, strict=True)) if len(got) == len(want) else len(x)
-        diff = 0.0
+        diff, within = 0.0, True
         if hasattr(model, "predict_proba") and len(out) > 1:
-            diff = _max_diff(out[1], model.predict_proba(x))
+            diff, within = _max_diff(out[1], model.predict_proba(x))
         if wrong:
             return Parity(False, len(x), which, diff, reason=f"{wrong} of {len(x)} labels differ")
     else:
-        diff = _max_diff(out[0], model.predict(x))
-    if not diff <= TOLERANCE:  # also false for NaN
-        reason = f"outputs differ by up to {diff:.3g}, more than the tolerance {TOLERANCE:g}"
+        diff, within = _max_diff(out[0], model.predict(x))
+    if not within:
+        reason = (
+            f"outputs differ by up to {diff:.3g}, more than the tolerance {TOLERANCE:g} + {RTOL:g} x |value|"
+        )
         return Parity(False, len(x), which, diff, reason=reason)
     return Parity(True, len(x), which, diff)
 

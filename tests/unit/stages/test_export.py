@@ -68,20 +68,48 @@ def test_no_parity_stores_nothing_extra(
     assert not (Path(res.outputs["model"].uri.removeprefix("file://")).parent / "model.onnx").exists()
 
 
-def test_unconvertible_model_is_skipped_with_a_reason(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # The transform stage imputes categorical columns with missing_values=NaN, which
-    # skl2onnx cannot convert for strings: the stage must still succeed, on skops alone.
+def test_string_features_with_missing_values_export_and_predict_as_the_pipeline(tmp_path: Path) -> None:
+    """The transform stage imputes strings by NaN, which skl2onnx cannot convert: the exported
+    copy imputes `onnxfile.MISSING`, which `feeds` sends for a missing string, so the graph
+    predicts what the pipeline predicts, missing values included, fed as the server feeds."""
+    import pandas as pd
+
+    from conveyor.artifacts.models import load_model
+
     chain = Chain(tmp_path)
     chain.run("ingest", "ingest", {"source": str(csv_with_gaps(tmp_path)), "target": "price"}, [])
     chain.run("transform", "transform", {}, ["ingest"])
     res = chain.run("train", "train", {"estimator": "sklearn.linear_model.Ridge"}, ["transform"])
-    assert "model" in res.outputs
+    onnx = res.outputs[onnxfile.OUTPUT_NAME]
+    assert res.metrics["onnx_parity"] == 1.0
+    assert onnx.meta["inputs"] == ["size", "color"] and onnx.meta["numeric"] == ["size"]
+    model = res.outputs["model"]
+    pipeline = load_model(Path(model.uri.removeprefix("file://")), model.sha256)
+    rows = [
+        {"size": 9.5, "color": "red"},
+        {"size": None, "color": None},  # both missing: imputed as the pipeline imputes
+        {"size": 12.0, "color": None},
+        {"size": 8.0, "color": "purple"},  # a colour never seen: ignored, as by the pipeline
+    ]
+    session = onnxfile.load_session(Path(onnx.uri.removeprefix("file://")), onnx.sha256)
+    got = session.run(None, onnxfile.feeds(onnx.meta["inputs"], ["size", "color"], {"size"}, rows))[0]
+    want = pipeline.predict(pd.DataFrame.from_records(rows).astype({"size": float, "color": object}))
+    np.testing.assert_allclose(got.ravel(), want, rtol=export.RTOL, atol=export.TOLERANCE)
+
+
+def test_unconvertible_model_is_skipped_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(*args: Any) -> bytes:
+        raise NotImplementedError("no converter for this estimator")
+
+    monkeypatch.setattr(export, "convert", refuse)
+    res = breast_cancer(tmp_path).run("train", "train", LOGREG, ["transform"])
+    assert "model" in res.outputs  # the stage still succeeds, on skops alone
     assert onnxfile.OUTPUT_NAME not in res.outputs
     assert res.metrics["onnx_exported"] == 0.0
     assert "onnx_parity" not in res.metrics
-    assert "skl2onnx cannot convert this pipeline" in capsys.readouterr().err
+    assert "skl2onnx cannot convert this pipeline: NotImplementedError" in capsys.readouterr().err
 
 
 def test_tampered_onnx_file_refused(tmp_path: Path) -> None:
@@ -100,7 +128,7 @@ def test_feeds_are_float32_columns_in_feature_order() -> None:
     assert list(feeds) == ["in_a", "in_b", "in_c"]
     assert feeds["in_a"].dtype == np.float32 and feeds["in_a"].shape == (2, 1)
     assert np.isnan(feeds["in_b"][0, 0]) and feeds["in_b"][1, 0] == 3.0
-    assert feeds["in_c"].ravel().tolist() == ["x", ""]
+    assert feeds["in_c"].ravel().tolist() == ["x", onnxfile.MISSING]
 
 
 def test_frame_feeds_are_the_feeds_of_the_frames_records() -> None:
