@@ -117,7 +117,13 @@ async def test_live_accuracy_under_its_bound_starts_one_retraining_run(
     assert (st["lastPerformance"], st["labelledSamples"]) == (0.0, 200)
     reason = run["metadata"]["annotations"]["conveyor.dev/trigger-reason"]
     assert reason == st["lastRetrainReason"]
-    events = [e for e in await items(kube, "events", ns) if e["reason"] == "PerformanceDegraded"]
+
+    async def degraded() -> list[dict[str, Any]] | None:
+        found = [e for e in await items(kube, "events", ns) if e["reason"] == "PerformanceDegraded"]
+        return found or None
+
+    # The reconciler writes the status, then its events: the event may land just after.
+    events = await wait_for(degraded, 30, "the PerformanceDegraded event")
     assert len(events) == 1 and name in events[0]["message"]
 
     # Still under its bound, looked at again and again: the cooldown holds, one run only.
