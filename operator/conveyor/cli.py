@@ -70,6 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     named = _pipeline_store(pipeline)
     store_uri = args.store or named or DEFAULT_STORE
     source = "--store" if args.store else "spec.artifacts.s3" if named else "the default store"
+    if named and not args.store:
+        _use_pipeline_s3(pipeline)
     store = open_named_store(store_uri, source)
     asked = Request(Path(args.file), args.param, args.namespace, args.store, DEFAULT_STORE)
     memo = Remember.begin(asked, store, args, from_file=run is None or run.spec.pipeline_ref is None)
@@ -129,6 +131,20 @@ def _pipeline_store(pipeline: object) -> str | None:
     if s3 is None:
         return None
     return StoreURI.s3(s3.bucket, s3.prefix).uri
+
+
+def _use_pipeline_s3(pipeline: object) -> None:
+    """The pipeline's S3 endpoint (MinIO) and region, when it names them, for this run and its
+    stages (they inherit this environment), over CONVEYOR_S3_ENDPOINT and AWS_DEFAULT_REGION:
+    as the operator gives its stage pods the pipeline's endpoint over its own setting."""
+    from conveyor.api.pipeline import Pipeline
+    from conveyor.contract import S3_ENDPOINT_ENV, S3_REGION_ENV
+
+    assert isinstance(pipeline, Pipeline)
+    s3 = pipeline.spec.artifacts.s3 if pipeline.spec.artifacts else None
+    for name, value in ((S3_ENDPOINT_ENV, s3 and s3.endpoint), (S3_REGION_ENV, s3 and s3.region)):
+        if value:
+            os.environ[name] = value
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
