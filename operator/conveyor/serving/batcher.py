@@ -52,8 +52,7 @@ class Batcher:
         self.sizes = BATCH_SIZE.labels(model.name)
         self.gathered: deque[Waiter] = deque()  # the requests the next flush predicts
         self.flush: asyncio.Handle | None = None
-        self.busy = False  # a batch is in the worker thread: the next one waits for it
-        self.dispatching: set[asyncio.Future[None]] = set()  # batches in the thread
+        self.dispatching: set[asyncio.Future[None]] = set()  # the batch in the thread (one at most)
 
     def submit(self, rows: list[dict[str, Any]], request_id: str, done: Done) -> None:
         """Predict `rows` in the next batch; `done` is called once, with the outcome."""
@@ -61,8 +60,8 @@ class Batcher:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self.flush is not None or self.busy or not self.gathered:
-            return
+        if self.flush is not None or self.dispatching or not self.gathered:
+            return  # a batch in the thread: what queues meanwhile is the next one
         loop = asyncio.get_running_loop()
         # after the requests read in this turn of the loop (or within max_latency)
         if self.max_latency > 0:
@@ -77,21 +76,17 @@ class Batcher:
         while self.gathered and (not batch or rows + len(self.gathered[0].rows) <= self.max_size):
             batch.append(self.gathered.popleft())
             rows += len(batch[-1].rows)
-        if not batch:
-            return
         self.sizes.observe(rows)
         if self.inline and rows <= INLINE_ROWS:
             self._predict_inline(batch)
             self._schedule()
             return
-        self.busy = True  # one batch in the thread at a time; what queues meanwhile is the next
         task = asyncio.ensure_future(self._dispatch(batch))
         self.dispatching.add(task)
         task.add_done_callback(self._dispatched)
 
     def _dispatched(self, task: asyncio.Future[None]) -> None:
         self.dispatching.discard(task)
-        self.busy = False
         self._schedule()
 
     def _predict_inline(self, batch: list[Waiter]) -> None:

@@ -8,6 +8,7 @@ every error keeps its one wording there.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 INPUT_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
@@ -55,6 +56,15 @@ def plain_v2_rows(body: Any, features: list[str]) -> tuple[list[dict[str, Any]],
     if rows == 1:
         return [dict(zip(features, [data[0] for data in columns], strict=True))], request_id
     return [dict(zip(features, row, strict=True)) for row in zip(*columns, strict=True)], request_id
+
+
+def row_values(rows: list[dict[str, Any]], names: list[str]) -> list[Any]:
+    """Each row's values of `names`, in order (one sequence per row; KeyError for a row without
+    one): what the ONNX feed and the drift window build their [rows, names] arrays from, picked
+    by one `itemgetter` (a C loop) rather than a comprehension per row."""
+    if len(names) == 1:  # itemgetter of one name gives the value, not a sequence
+        return [[row[names[0]]] for row in rows]
+    return list(map(itemgetter(*names), rows))
 
 
 SCALARS = (str, int, float, bool)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from conveyor.drift import encode, encoded_drift, window_dtype
+from conveyor.serving.fastpath import row_values
 
 REGISTRY = CollectorRegistry()
 # process_* (CPU seconds, resident memory, open files, start time) of this server process. In
@@ -104,7 +104,6 @@ class DriftWindow:
             )
         self.numeric = [f for f, p in columns.items() if f != PREDICTION and p.get("kind") == "numeric"]
         self.others = [f for f in columns if f not in self.numeric]
-        self.row_of = itemgetter(*self.numeric) if len(self.numeric) > 1 else None
         self.matrix = np.empty((self.capacity, len(self.numeric)))
         self.arrays = {f: self.matrix[:, j] for j, f in enumerate(self.numeric)}
         self.arrays.update({f: np.empty(self.capacity, window_dtype(columns[f])) for f in self.others})
@@ -123,8 +122,8 @@ class DriftWindow:
         rows, predictions = rows[start:], predictions[start:]
         table = np.empty((len(rows), len(self.numeric)))
         if self.numeric and rows:
-            try:  # validated rows have every feature: one C loop picks them (`row_of`)
-                values = list(map(self.row_of, rows)) if self.row_of else [[r[self.numeric[0]]] for r in rows]
+            try:  # validated rows have every feature
+                values = row_values(rows, self.numeric)
                 table = np.array(values, dtype=float).reshape(len(rows), len(self.numeric))
             except (KeyError, TypeError, ValueError, OverflowError):  # as `drift.encode` does it:
                 for j, f in enumerate(self.numeric):  # NaN for what is not a representable number
